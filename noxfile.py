@@ -1,0 +1,36 @@
+"""nox sessions: `nox -s reproduce` (run every notebook, build the book) and `nox -s tests`."""
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["tests"]
+
+PYTHON = "3.11"
+TORCH = "torch==2.13.0"  # installed first, so nothing else can pull in a different build
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _install(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-r", "requirements.txt")
+    session.install("-e", ".", "--no-deps")
+    session.env.update(OFFLINE)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The test suite (unit, property and notebook smoke tests). Extra args go to pytest."""
+    _install(session)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def reproduce(session: nox.Session) -> None:
+    """Run the notebooks with papermill, then build the HTML book.
+
+    `nox -s reproduce -- --quick` runs tiny settings; `-- --force` reruns finished notebooks;
+    `-- --only 00_theory` runs one notebook.
+    """
+    _install(session)
+    session.run("python", "-m", "tpo_core.reproduce", *session.posargs)

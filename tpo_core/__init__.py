@@ -1,0 +1,11 @@
+"""tpo_core: a reproducible study of Transfer Policy Optimization (Huang, Li, Dann, He, ICML 2025).
+
+Modules, one paper concept each:
+
+* :mod:`tpo_core.theory`     exact objects of the finite KL-regularised bandit (Eq. 1-3, Lemmas 3.1, 5.1)
+* :mod:`tpo_core.selection`  the win-rate bandit of empirical TPO (Alg. 3)
+* :mod:`tpo_core.simulation` theoretical TPO (Alg. 1-2) on finite problems, with baselines
+* :mod:`tpo_core.reproduce`  runs the notebooks with papermill and builds the book
+"""
+
+__version__ = "0.1.0"

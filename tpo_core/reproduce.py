@@ -1,0 +1,193 @@
+"""Run the study's notebooks with papermill, in order, then build the Jupyter book.
+
+``python -m tpo_core.reproduce`` is what ``nox -s reproduce`` calls. Each notebook is a MyST text
+notebook in ``notebooks/``; it is converted with jupytext, executed by papermill with its
+parameters, and written atomically to ``book/executed/<name>.ipynb``. A manifest per run
+(parameters, seed, versions, git commit, wall time) goes to ``results/manifests/<name>.json``.
+
+Resumable: a notebook whose source and parameters match the manifest of a finished run is
+skipped, so a killed ``reproduce`` picks up where it stopped. ``--force`` reruns everything.
+``--quick`` runs every notebook on tiny settings (for CI and smoke tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """One chapter of the book."""
+
+    name: str
+    """File stem in ``notebooks/`` (and in ``book/executed/``)."""
+    quick: dict = field(default_factory=dict)
+    """Parameter overrides for ``--quick`` runs: tiny sizes, seconds not minutes."""
+    params: dict = field(default_factory=dict)
+    """Parameter overrides for full runs (defaults live in the notebook's ``parameters`` cell)."""
+
+
+#: The notebooks, in the order they run (later ones may read earlier ones' results).
+NOTEBOOKS: list[NotebookSpec] = [
+    NotebookSpec(
+        "00_theory",
+        quick={"n_instances": 40, "n_states": 3, "n_actions": 4, "n_sources": 2,
+               "betas": [0.5, 2.0], "counter_betas": [0.05, 1.0]},
+    ),
+    NotebookSpec(
+        "05_theory_tpo",
+        quick={"n_seeds": 2, "T": 300},
+    ),
+]
+
+#: Packages whose versions every manifest records.
+_VERSIONED = ["numpy", "scipy", "pandas", "matplotlib", "seaborn", "papermill", "jupytext",
+              "torch", "transformers", "trl", "accelerate", "jupyter-book"]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _git_commit(root: Path) -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "tpo_core", "notebooks"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in _VERSIONED:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _spec(name: str) -> NotebookSpec:
+    for spec in NOTEBOOKS:
+        if spec.name == name:
+            return spec
+    raise ValueError(f"unknown notebook {name!r}; known: {[s.name for s in NOTEBOOKS]}")
+
+
+def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False,
+                 root: Path = ROOT, executed_dir: Path | None = None,
+                 results_dir: Path | None = None) -> dict:
+    """Execute one notebook (unless a matching finished run exists) and return its manifest."""
+    import jupytext
+    import papermill
+
+    executed_dir = Path(executed_dir or root / "book" / "executed")
+    results_dir = Path(results_dir or root / "results")
+    source_path = root / "notebooks" / f"{spec.name}.md"
+    if not source_path.exists():
+        raise FileNotFoundError(f"notebook source {source_path} does not exist")
+    source = source_path.read_text()
+    shown_dir = os.path.relpath(results_dir, root) if results_dir.is_relative_to(root) else str(results_dir)
+    params = {**(spec.quick if quick else spec.params), "results_dir": shown_dir}
+    key = _sha256(source + json.dumps(params, sort_keys=True))
+    out_path = executed_dir / f"{spec.name}.ipynb"
+    manifest_path = results_dir / "manifests" / f"{spec.name}.json"
+
+    if not force and out_path.exists() and manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("key") == key and manifest.get("status") == "finished":
+            print(f"[reproduce] {spec.name}: up to date, skipped (--force reruns it)", flush=True)
+            manifest["skipped"] = True
+            return manifest
+
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[reproduce] {spec.name}: running with {params}", flush=True)
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        src_nb = Path(tmp) / f"{spec.name}.ipynb"
+        jupytext.write(jupytext.read(source_path), src_nb)
+        tmp_out = executed_dir / f".{spec.name}.running.ipynb"
+        papermill.execute_notebook(str(src_nb), str(tmp_out), parameters=params,
+                                   kernel_name="python3", cwd=str(root), progress_bar=False)
+        os.replace(tmp_out, out_path)
+    seconds = time.time() - started
+    manifest = {
+        "notebook": spec.name,
+        "status": "finished",
+        "quick": quick,
+        "parameters": params,
+        "seed": params.get("seed", "notebook default"),
+        "key": key,
+        "git_commit": _git_commit(root),
+        "versions": _versions(),
+        "platform": platform.platform(),
+        "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 2),
+    }
+    _write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    print(f"[reproduce] {spec.name}: done in {seconds:.1f} s", flush=True)
+    return manifest
+
+
+def build_book(book_dir: Path = ROOT / "book") -> None:
+    """Build the HTML book; any Sphinx warning (including stderr in a notebook) fails the build."""
+    cmd = [sys.executable, "-m", "jupyter_book", "build", "-W", "-n", "--keep-going", str(book_dir)]
+    try:
+        subprocess.run(cmd, check=True)
+    except subprocess.CalledProcessError as err:
+        raise SystemExit(f"jupyter-book build failed (exit {err.returncode}); see the warnings above")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny settings for every notebook")
+    parser.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
+    parser.add_argument("--no-book", action="store_true", help="skip the jupyter-book build")
+    args = parser.parse_args(argv)
+
+    specs = [_spec(n) for n in args.only] if args.only else NOTEBOOKS
+    total = time.time()
+    timings = []
+    for spec in specs:
+        manifest = run_notebook(spec, quick=args.quick, force=args.force)
+        timings.append((spec.name, "skipped" if manifest.get("skipped") else f"{manifest['seconds']:.1f} s"))
+    if not args.no_book:
+        t0 = time.time()
+        build_book()
+        timings.append(("jupyter-book build", f"{time.time() - t0:.1f} s"))
+    print("\n[reproduce] where the time went:")
+    for name, t in timings:
+        print(f"  {name:<22} {t}")
+    print(f"  {'total':<22} {time.time() - total:.1f} s")
+    if not args.no_book:
+        print(f"[reproduce] book: {ROOT / 'book' / '_build' / 'html' / 'index.html'}")
+
+
+if __name__ == "__main__":
+    main()
