@@ -156,7 +156,8 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
 
 def build_book(book_dir: Path = ROOT / "book") -> None:
     """Build the HTML book; any Sphinx warning (including stderr in a notebook) fails the build."""
-    cmd = [sys.executable, "-m", "jupyter_book", "build", "-W", "-n", "--keep-going", str(book_dir)]
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", "-W", "-n", "--keep-going",
+           str(book_dir)]
     try:
         subprocess.run(cmd, check=True)
     except subprocess.CalledProcessError as err:
