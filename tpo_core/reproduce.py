@@ -50,7 +50,8 @@ NOTEBOOKS: list[NotebookSpec] = [
     ),
     NotebookSpec(
         "05_theory_tpo",
-        quick={"n_seeds": 2, "T": 300},
+        quick={"n_seeds": 2, "T": 300, "W_grid": [0, 1, 2], "n_responses_grid": [5, 10],
+               "long_factor": 2},
     ),
 ]
 
