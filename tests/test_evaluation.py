@@ -1,0 +1,110 @@
+"""tpo_core.evaluation: closed forms, scipy as an oracle, and interval coverage."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tpo_core import evaluation as ev
+
+
+def test_pairwise_outcomes_ties_count_half():
+    out = ev.pairwise_outcomes([1.0, 0.2, 0.5], [0.5, 0.7, 0.5])
+    np.testing.assert_array_equal(out, [[1.0, 0.0, 0.5]])
+
+
+def test_win_rates_of_swapped_policies_sum_to_one():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 50)), rng.normal(size=(3, 50))
+    a[:, :5] = b[:, :5]  # some ties
+    total = ev.pairwise_outcomes(a, b) + ev.pairwise_outcomes(b, a)
+    np.testing.assert_array_equal(total, np.ones_like(total))
+
+
+def test_t_interval_matches_scipy():
+    v = np.array([0.52, 0.55, 0.49, 0.58, 0.51])
+    mean, lo, hi = ev.t_interval(v, 0.95)
+    exp_lo, exp_hi = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    assert mean == pytest.approx(v.mean()) and lo == pytest.approx(exp_lo) and hi == pytest.approx(exp_hi)
+    # the half-width is t_{0.975, n-1} * s / sqrt(n)
+    assert hi - mean == pytest.approx(stats.t.ppf(0.975, 4) * v.std(ddof=1) / np.sqrt(5))
+
+
+def test_t_interval_degenerate_cases():
+    assert np.isnan(ev.t_interval([0.5])[1])
+    assert ev.t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+
+
+def test_bootstrap_without_seed_resampling_agrees_with_scipy_for_one_seed():
+    rng = np.random.default_rng(1)
+    x = (rng.random(400) < 0.6).astype(float)
+    lo, hi = ev.bootstrap_ci(x, np.random.default_rng(2), n_boot=4000, resample_seeds=False)
+    ref = stats.bootstrap((x,), np.mean, n_resamples=4000, method="percentile",
+                          rng=np.random.default_rng(3)).confidence_interval
+    assert lo == pytest.approx(ref.low, abs=0.01) and hi == pytest.approx(ref.high, abs=0.01)
+
+
+def test_bootstrap_is_deterministic_for_a_seed_and_brackets_the_mean():
+    rng = np.random.default_rng(4)
+    x = (rng.random((5, 200)) < 0.55).astype(float)
+    a = ev.bootstrap_ci(x, np.random.default_rng(9), n_boot=500)
+    b = ev.bootstrap_ci(x, np.random.default_rng(9), n_boot=500)
+    assert a == b and a[0] < x.mean() < a[1]
+
+
+def test_seed_resampling_widens_the_interval_when_seeds_differ():
+    rng = np.random.default_rng(5)
+    p = np.array([0.4, 0.5, 0.6, 0.45, 0.65])[:, None]  # strong seed-to-seed variation
+    x = (rng.random((5, 300)) < p).astype(float)
+    lo1, hi1 = ev.bootstrap_ci(x, np.random.default_rng(0), resample_seeds=False)
+    lo2, hi2 = ev.bootstrap_ci(x, np.random.default_rng(0), resample_seeds=True)
+    assert hi2 - lo2 > 1.5 * (hi1 - lo1)
+
+
+def test_bootstrap_interval_covers_the_true_win_rate():
+    """Coverage of the nominal 90% interval over repeated experiments (seeded, so exact)."""
+    rng = np.random.default_rng(6)
+    covered = 0
+    reps = 200
+    for _ in range(reps):
+        x = (rng.random((3, 150)) < 0.55).astype(float)
+        lo, hi = ev.bootstrap_ci(x, rng, n_boot=400, confidence=0.9, resample_seeds=False)
+        covered += lo <= 0.55 <= hi
+    assert 0.83 <= covered / reps <= 0.97
+
+
+def test_probability_of_improvement_is_mann_whitney_u_over_nm():
+    a = np.array([0.31, 0.35, 0.29, 0.40, 0.35])
+    b = np.array([0.30, 0.28, 0.35, 0.27])
+    u = stats.mannwhitneyu(a, b, alternative="two-sided").statistic
+    assert ev.probability_of_improvement(a, b) == pytest.approx(u / (len(a) * len(b)))
+    assert ev.probability_of_improvement(a, a) == pytest.approx(0.5)
+    assert ev.probability_of_improvement([2.0], [1.0]) == 1.0
+
+
+def test_summarize_win_rate_fields():
+    rng = np.random.default_rng(7)
+    a = rng.normal(0.1, 1, size=(4, 100))
+    b = rng.normal(0.0, 1, size=(4, 100))
+    row = ev.summarize_win_rate(a, b, np.random.default_rng(0), n_boot=300)
+    per_seed = 100 * ev.pairwise_outcomes(a, b).mean(axis=1)
+    assert row["win_rate_mean"] == pytest.approx(per_seed.mean())
+    assert row["ci_low"] < row["win_rate_mean"] < row["ci_high"]
+    assert row["boot_low"] < row["win_rate_mean"] < row["boot_high"]
+    assert row["n_seeds"] == 4 and row["n_prompts"] == 100 and 0 <= row["p_improve"] <= 1
+    frame = ev.as_frame([{"baseline": "x", **row}])
+    assert "per_seed" not in frame.columns and frame.loc[0, "baseline"] == "x"
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: ev.pairwise_outcomes(np.zeros((2, 3)), np.zeros((3, 2))), "paired"),
+    (lambda: ev.pairwise_outcomes([], []), "non-empty"),
+    (lambda: ev.pairwise_outcomes([np.nan], [1.0]), "NaN"),
+    (lambda: ev.t_interval([]), "at least one"),
+    (lambda: ev.t_interval([1.0, 2.0], confidence=1.5), "confidence"),
+    (lambda: ev.bootstrap_ci([1.0, 0.0], rng=None), "Generator"),
+    (lambda: ev.bootstrap_ci([1.0, 0.0], np.random.default_rng(0), n_boot=0), "n_boot"),
+    (lambda: ev.probability_of_improvement([], [1.0]), "non-empty"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

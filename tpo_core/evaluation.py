@@ -1,0 +1,135 @@
+"""Win-rate evaluation with honest statistics (the paper's Table 1 protocol, made explicit).
+
+Protocol (paper-spec §7.9, the best reading; the authors released no evaluation script):
+one sampled response per held-out prompt per policy, both judged by the gold reward r*; policy A
+*wins* a prompt if its response scores higher, a tie counts 1/2. Runs are paired by seed (TPO seed i
+against baseline seed i). The paper reports mean ± 95% CI over 3 seeds; here every estimate comes
+with three views of its uncertainty:
+
+* a t-interval across seeds (`t_interval`), the paper's "± 95% CI";
+* a stratified bootstrap (`bootstrap_ci`): prompts are resampled within each seed (the strata, as
+  rliable resamples runs within tasks), and optionally the seeds themselves;
+* the probability of improvement (`probability_of_improvement`, rliable's P(X > Y)): the chance that
+  a random run of A has a higher mean gold reward than a random run of B (Mann-Whitney U / nm).
+
+Outcome arrays have shape (n_seeds, n_prompts) with entries in {0, 1/2, 1}.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["pairwise_outcomes", "t_interval", "bootstrap_ci", "probability_of_improvement",
+           "summarize_win_rate", "as_frame"]
+
+
+def _as_2d(x, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.size == 0:
+        raise ValueError(f"{name} must be a non-empty array of shape (n_seeds, n_prompts), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def pairwise_outcomes(gold_a, gold_b) -> np.ndarray:
+    """1 where A's response has the higher gold reward, 0 where B's does, 1/2 on ties.
+
+    ``gold_a`` and ``gold_b`` have shape (n_prompts,) or (n_seeds, n_prompts) and are paired
+    element-wise (same seed, same prompt).
+    """
+    a, b = _as_2d(gold_a, "gold_a"), _as_2d(gold_b, "gold_b")
+    if a.shape != b.shape:
+        raise ValueError(f"gold_a and gold_b must be paired: shapes {a.shape} and {b.shape} differ")
+    return 0.5 * (1.0 + np.sign(a - b))
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval across seeds; (mean, nan, nan) for a single seed."""
+    _check_confidence(confidence)
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size == 0 or not np.all(np.isfinite(v)):
+        raise ValueError("t_interval needs at least one finite value")
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, float("nan"), float("nan")
+    sem = stats.sem(v)
+    if sem == 0:
+        return mean, mean, mean
+    lo, hi = stats.t.interval(confidence, v.size - 1, loc=mean, scale=sem)
+    return mean, float(lo), float(hi)
+
+
+def bootstrap_ci(outcomes, rng: np.random.Generator, *, n_boot: int = 2000,
+                 confidence: float = 0.95, resample_seeds: bool = True) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean win rate.
+
+    Each replicate resamples prompts with replacement *within* each seed (stratified by seed), and,
+    with ``resample_seeds``, also draws the seeds with replacement (a two-level bootstrap that
+    accounts for seed-to-seed variation as well as prompt sampling).
+    """
+    _check_confidence(confidence)
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError("rng must be a numpy.random.Generator")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    x = _as_2d(outcomes, "outcomes")
+    n_seeds, n_prompts = x.shape
+    replicates = np.empty(n_boot)
+    chunk = max(1, 2_000_000 // (n_seeds * n_prompts))  # bound memory for large evaluations
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        seed_idx = (rng.integers(n_seeds, size=(m, n_seeds)) if resample_seeds
+                    else np.broadcast_to(np.arange(n_seeds), (m, n_seeds)))
+        prompt_idx = rng.integers(n_prompts, size=(m, n_seeds, n_prompts))
+        replicates[start:start + m] = x[seed_idx[:, :, None], prompt_idx].mean(axis=(1, 2))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(replicates, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def probability_of_improvement(scores_a, scores_b) -> float:
+    """P(X > Y) + P(X = Y)/2 for X a random run of A and Y one of B (rliable; = Mann-Whitney U / nm).
+
+    ``scores_a`` and ``scores_b`` are per-run scores, e.g. each seed's mean gold reward on the test
+    prompts; runs need not be paired.
+    """
+    a = np.asarray(scores_a, dtype=float).ravel()
+    b = np.asarray(scores_b, dtype=float).ravel()
+    if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("probability_of_improvement needs non-empty finite scores for both methods")
+    return float((0.5 * (1.0 + np.sign(a[:, None] - b[None, :]))).mean())
+
+
+def summarize_win_rate(gold_a, gold_b, rng: np.random.Generator, *, confidence: float = 0.95,
+                       n_boot: int = 2000) -> dict:
+    """Everything Table 1 reports for A against B, win rates in percent.
+
+    ``gold_a`` and ``gold_b``: gold rewards of shape (n_seeds, n_prompts), paired by seed and prompt.
+    """
+    a, b = _as_2d(gold_a, "gold_a"), _as_2d(gold_b, "gold_b")
+    out = pairwise_outcomes(a, b)
+    per_seed = out.mean(axis=1)
+    mean, lo, hi = t_interval(per_seed, confidence)
+    b_lo, b_hi = bootstrap_ci(out, rng, n_boot=n_boot, confidence=confidence)
+    return {
+        "win_rate_mean": 100 * mean, "ci_low": 100 * lo, "ci_high": 100 * hi,
+        "boot_low": 100 * b_lo, "boot_high": 100 * b_hi, "n_seeds": int(out.shape[0]),
+        "n_prompts": int(out.shape[1]),
+        "p_improve": probability_of_improvement(a.mean(axis=1), b.mean(axis=1)),
+        "per_seed": [100 * float(v) for v in per_seed],
+    }
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+
+
+def as_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows from `summarize_win_rate` (plus identifying keys) as a DataFrame without the per-seed lists."""
+    return pd.DataFrame([{k: v for k, v in r.items() if k != "per_seed"} for r in rows])
