@@ -1,0 +1,190 @@
+"""Presets of the language-model study: one config object each, chosen by the notebooks' ``preset``.
+
+* ``embedded`` (default): offline, 2 CPU cores, real Debian package-description data and real small
+  models; the whole ``nox -s reproduce`` within an hour.
+* ``paper``: the paper's setup (paper-spec §4-5): T5-small on XSum, T5-base/T5-large and BERTScore
+  (distilbert) sources, the FsfairX-LLaMA3 reward model as the human, the authors' sizes. Loaded from
+  the Hugging Face Hub, for GPU users; it cannot run on our machines.
+* ``smoke``: tiny random models and a handful of prompts, for tests.
+
+Every field has a docstring; :func:`get_preset` validates the name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+__all__ = ["Preset", "PRESETS", "get_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that differs between the embedded, paper and smoke studies."""
+
+    name: str
+    """Preset name, also the results folder: ``results/<name>/``."""
+    dataset: str
+    """``"debian"`` (``tpo_core.data``, committed copy) or a Hub dataset id (``EdinburghNLP/xsum``)."""
+    prompt_prefix: str
+    """Text put before each document (the authors use ``"Summarize: "``)."""
+    policy: str
+    """Starting policy π_0: ``"sft:<config>"`` (trained once by ``tpo_core.policy``) or a Hub model id."""
+    sources: dict
+    """Arm name -> source spec: ``{"kind": "rougeLsum" | "bertscore" | "llm-logprob", **kwargs}``."""
+    gold: str
+    """The simulated human r*: ``"mpnet"`` (embedded), a Hub reward-model id (paper), ``"tiny"`` (smoke)."""
+    worst_source: str | None = None
+    """Arm exploited by the ``exploit-worst`` baseline; ``None``: the worst by measured value (01)."""
+    best_source: str | None = None
+    """Arm exploited by the ``exploit-best`` baseline; ``None``: the best by measured value (01)."""
+    prompts_per_iteration: int = 128
+    """Online prompts sampled per iteration (paper: 10,000)."""
+    n_candidates: int = 8
+    """Responses the human ranks per prompt (paper: 8); best vs worst is the preference pair."""
+    pool_size: int = 16
+    """N of Best-of-N: extra on-policy samples a source re-ranks (paper: 32)."""
+    top_k: int = 4
+    """Source responses that replace online ones when a source arm is chosen (paper: 4)."""
+    n_iterations: int = 3
+    """Online iterations (paper: 3)."""
+    seeds: tuple = (100, 200, 300, 400, 500)
+    """Seeds shared by every method (paper: 100, 200, 300)."""
+    max_input_tokens: int = 96
+    """Documents are truncated to this many tokens (paper: 1,000)."""
+    max_new_tokens: int = 24
+    """Longest sampled response (paper: 256)."""
+    temperature: float = 1.0
+    """Sampling temperature for online, pool and evaluation samples (paper: 1.0)."""
+    beta: float = 0.1
+    """KL weight of DPO/IPO/XPO (paper-spec §7.5: the code default 0.1)."""
+    learning_rate: float = 5e-5
+    """Preference-optimisation learning rate (paper: 5e-5 DPO/XPO, 1e-5 IPO)."""
+    epochs: int = 3
+    """Epochs over each iteration's pairs (the authors' code: 3)."""
+    batch_size: int = 16
+    """Pairs per optimisation step after accumulation (paper: 64)."""
+    null_value: float = 0.55
+    """Win rate credited to the null arm (paper: 0.55)."""
+    bonus: float = 1.0
+    """UCB bonus c·sqrt(log 1/δ) (paper: 1.0)."""
+    update_every: int = 32
+    """Prompts between bandit refreshes (paper: 200 = 4 workers × 50)."""
+    warmup: int = 32
+    """Uniformly random arm choices at the start of each iteration (paper: 200)."""
+    n_test_prompts: int = 500
+    """Held-out prompts for the win-rate evaluation (paper: 10,000 XSum test prompts)."""
+    offline: bool = True
+    """True when the preset needs nothing from the Hugging Face Hub."""
+    notes: dict = field(default_factory=dict)
+    """Where this preset departs from the paper and why (shown in the book)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_EMBEDDED = Preset(
+    name="embedded",
+    dataset="debian",
+    prompt_prefix="",
+    policy="sft:embedded",
+    # The two LLM log-probability sources (stand-ins for T5-base/T5-large) join once their offline
+    # weights are wired in (issue 5); tpo_core.sources.LLMLogProb already scores with a cached prefix.
+    sources={
+        "rougeLsum": {"kind": "rougeLsum"},
+        "bertscore": {"kind": "bertscore"},
+    },
+    gold="mpnet",
+    notes={
+        "data": "Debian package descriptions -> one-line synopsis (XSum needs the Hub)",
+        "policy": "a small T5 trained once by SFT on 2 CPU cores (T5-small is on the Hub only)",
+        "gold": "all-mpnet-base-v2 similarity to the human synopsis (the Llama-3 RM is on the Hub only)",
+        "sizes": "128 prompts/iteration, pool 16, 5 seeds: fits an hour on 2 cores",
+    },
+)
+
+_PAPER = Preset(
+    name="paper",
+    dataset="EdinburghNLP/xsum",
+    prompt_prefix="Summarize: ",
+    policy="google-t5/t5-small",
+    sources={
+        "RM_rougeLsum": {"kind": "rougeLsum"},
+        "RM_BERTScore": {"kind": "bertscore", "model_path": "distilbert-base-uncased", "num_layers": 5},
+        "LLM_t5-base": {"kind": "llm-logprob", "model_path": "google-t5/t5-base", "reduction": "sum"},
+        "LLM_t5-large": {"kind": "llm-logprob", "model_path": "google-t5/t5-large", "reduction": "sum"},
+    },
+    gold="sfairXC/FsfairX-LLaMA3-RM-v0.1",
+    worst_source="RM_rougeLsum",
+    best_source="LLM_t5-large",
+    prompts_per_iteration=10_000,
+    pool_size=32,
+    seeds=(100, 200, 300),
+    max_input_tokens=1000,
+    max_new_tokens=256,
+    batch_size=64,
+    update_every=200,
+    warmup=200,
+    n_test_prompts=10_000,
+    offline=False,
+)
+
+_SMOKE = replace(
+    _EMBEDDED,
+    name="smoke",
+    policy="sft:smoke",
+    sources={"rougeLsum": {"kind": "rougeLsum"}},
+    gold="tiny",
+    prompts_per_iteration=8,
+    pool_size=4,
+    top_k=2,
+    n_candidates=4,
+    n_iterations=2,
+    seeds=(0, 1),
+    max_new_tokens=8,
+    epochs=1,
+    batch_size=4,
+    update_every=4,
+    warmup=2,
+    n_test_prompts=8,
+    notes={"purpose": "tests: tiny random models, seconds per run"},
+)
+
+#: The presets by name.
+PRESETS: dict[str, Preset] = {p.name: p for p in (_EMBEDDED, _PAPER, _SMOKE)}
+
+
+def get_preset(name: str, **overrides) -> Preset:
+    """The preset called ``name``, with optional field overrides (``get_preset("embedded", seeds=(1,))``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    preset = PRESETS[name]
+    unknown = set(overrides) - set(preset.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown preset fields {sorted(unknown)}")
+    preset = replace(preset, **overrides)
+    _validate(preset)
+    return preset
+
+
+def _validate(p: Preset) -> None:
+    if not p.sources:
+        raise ValueError(f"preset {p.name!r} has no sources")
+    if "null" in p.sources:
+        raise ValueError("'null' is reserved for the no-transfer arm")
+    for arm in (p.worst_source, p.best_source):
+        if arm is not None and arm not in p.sources:
+            raise ValueError(f"preset {p.name!r}: {arm!r} is not one of its sources {sorted(p.sources)}")
+    if not 1 <= p.top_k <= min(p.pool_size, p.n_candidates):
+        raise ValueError(f"top_k must lie in [1, min(pool_size, n_candidates)], got {p.top_k}")
+    if p.n_candidates < 2:
+        raise ValueError("n_candidates must be >= 2 (a preference needs two responses)")
+    for name in ("prompts_per_iteration", "n_iterations", "epochs", "batch_size", "update_every",
+                 "n_test_prompts", "max_new_tokens", "max_input_tokens"):
+        if getattr(p, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
+    if not p.seeds or len(set(p.seeds)) != len(p.seeds):
+        raise ValueError("seeds must be a non-empty tuple of distinct integers")
+    if p.beta <= 0 or p.learning_rate <= 0 or p.temperature <= 0:
+        raise ValueError("beta, learning_rate and temperature must be > 0")
+    if not 0 <= p.null_value <= 1 or p.bonus < 0 or p.warmup < 0:
+        raise ValueError("null_value must lie in [0, 1]; bonus and warmup must be >= 0")
