@@ -11,10 +11,14 @@ P(π̃ ≻ π_OL), 1/2 in expectation when both groups come from the same policy
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
+from tpo_core.oracle import label_best_worst
 from tpo_core.sources import best_of_n
 
-__all__ = ["build_candidates", "transfer_win"]
+__all__ = ["build_candidates", "transfer_win", "collect_iteration"]
 
 
 def build_candidates(online: list[str], pool: list[str] | None, pool_scores, k: int
@@ -52,3 +56,66 @@ def transfer_win(gold_scores, from_source) -> float:
         raise ValueError(f"gold_scores and from_source must be 1-D and equal-length, got "
                          f"{gold.shape} and {mask.shape}")
     return float(mask[int(np.argmax(gold))])
+
+
+def collect_iteration(policy, documents, references, *, selector, sources: dict, gold,
+                      n_candidates: int, pool_size: int, top_k: int, seed: int,
+                      temperature: float = 1.0, max_new_tokens: int | None = None,
+                      progress: bool = True) -> tuple[list[dict], pd.DataFrame]:
+    """Generate, select, transfer and label one iteration's prompts (Alg. 3, steps 1-5).
+
+    Prompts are processed in chunks of ``selector.update_every``: arms are selected for the whole chunk
+    (the selector's statistics are a frozen snapshot within it anyway), then each source arm samples
+    its Best-of-N pool and scores it -- *only* the prompts that chose it (the paper's protocol: each
+    arm scores only what it uses) -- the human scores the candidates, and the selector is updated with
+    the wins. This is exactly the authors' batched bandit, with vectorised model calls.
+
+    ``policy.sample(docs, n, temperature=, max_new_tokens=, generator=)`` draws responses;
+    ``sources[arm].score(prompts, responses, references)`` and ``gold.score(...)`` score them.
+    Returns the preference pairs ``{prompt, chosen, rejected}`` (tied best/worst dropped) and one
+    record per prompt: ``prompt_idx, arm, win, gold_best, gold_worst, kept``.
+    """
+    documents, references = list(documents), list(references)
+    if not documents or len(documents) != len(references):
+        raise ValueError("documents and references must be non-empty and of equal length")
+    unknown = set(selector.arms) - set(sources) - {selector.null_arm}
+    if unknown:
+        raise ValueError(f"selector arms {sorted(unknown)} have no source")
+    gen = torch.Generator().manual_seed(int(seed))
+    sample = dict(temperature=temperature, max_new_tokens=max_new_tokens, generator=gen)
+    online = policy.sample(documents, n_candidates, **sample)
+    pairs, records = [], []
+    chunk = max(1, int(getattr(selector, "update_every", 1)))
+    bar = tqdm(total=len(documents), desc="prompts", disable=not progress, leave=False)
+    for start in range(0, len(documents), chunk):
+        idx = list(range(start, min(start + chunk, len(documents))))
+        arms = [selector.select() for _ in idx]
+        cands, masks = {}, {}
+        for arm in dict.fromkeys(arms):  # each arm in order of first use
+            mine = [i for i, a in zip(idx, arms) if a == arm]
+            if arm == selector.null_arm:
+                for i in mine:
+                    cands[i], masks[i] = build_candidates(online[i], None, None, top_k)
+                continue
+            pools = policy.sample([documents[i] for i in mine], pool_size, **sample)
+            flat = [r for pool in pools for r in pool]
+            rep = lambda xs: [xs[i] for i in mine for _ in range(pool_size)]  # noqa: E731
+            scores = np.asarray(sources[arm].score(rep(documents), flat, rep(references)))
+            for j, i in enumerate(mine):
+                cands[i], masks[i] = build_candidates(online[i], pools[j],
+                                                      scores[j * pool_size:(j + 1) * pool_size], top_k)
+        flat = [c for i in idx for c in cands[i]]
+        rep = lambda xs: [xs[i] for i in idx for _ in range(n_candidates)]  # noqa: E731
+        g = np.asarray(gold.score(rep(documents), flat, rep(references))).reshape(len(idx), n_candidates)
+        chosen, rejected, keep = label_best_worst(g)
+        for row, (i, arm) in enumerate(zip(idx, arms)):
+            win = transfer_win(g[row], masks[i])
+            selector.update(arm, win)
+            if keep[row]:
+                pairs.append({"prompt": documents[i], "chosen": cands[i][chosen[row]],
+                              "rejected": cands[i][rejected[row]]})
+            records.append({"prompt_idx": i, "arm": arm, "win": win, "gold_best": g[row].max(),
+                            "gold_worst": g[row].min(), "kept": bool(keep[row])})
+        bar.update(len(idx))
+    bar.close()
+    return pairs, pd.DataFrame(records)
