@@ -118,3 +118,66 @@ def test_collection_is_deterministic_for_a_seed():
 def test_an_arm_without_a_source_is_an_error():
     with pytest.raises(ValueError, match="no source"):
         _run(TransferSelector(["a", "null"]), {})
+
+
+# ---------------------------------------------------------------------------- a whole method, tiny
+from tpo_core.data import load_debian  # noqa: E402
+from tpo_core.empirical import make_selector, run_method  # noqa: E402
+from tpo_core.presets import get_preset  # noqa: E402
+
+
+class LengthGold:
+    """A stand-in human that prefers responses of about 5 words."""
+
+    def score(self, prompts, responses, references):
+        return -np.abs(np.array([len(r.split()) for r in responses]) - 5.0)
+
+
+@pytest.fixture(scope="module")
+def smoke_setup(tmp_path_factory):
+    from tpo_core import policy as P
+    from tpo_core.sources import make_source
+
+    df = load_debian("sft").iloc[:64]
+    pol = P.train_sft(P.SMOKE, df, cache_dir=tmp_path_factory.mktemp("pi0"), progress=False)
+    return pol, df, {"rougeLsum": make_source("rougeLsum")}
+
+
+def _trainer(pol):
+    from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
+
+    cfg = PreferenceConfig(epochs=1, batch_size=2, grad_accum=1, warmup_steps=0, lr=1e-3, progress=False)
+    return PreferenceTrainer(pol.model, pol.encode, cfg)
+
+
+def test_run_method_end_to_end_and_resume(smoke_setup, tmp_path, monkeypatch):
+    import copy
+
+    pol, df, sources = smoke_setup
+    pol = copy.deepcopy(pol)
+    preset = get_preset("smoke")
+    kw = dict(preset=preset, prompts_df=df, sources=sources, gold=LengthGold(), seed=0, progress=False)
+    out = run_method("tpo", pol, _trainer(pol), out_dir=tmp_path, **kw)
+    arms = out["arms"]
+    assert set(arms.iteration) == set(range(1, preset.n_iterations + 1))
+    assert (arms.groupby("iteration").pulls.sum() == preset.prompts_per_iteration).all()
+    assert (tmp_path / f"iter_{preset.n_iterations}").is_dir()
+    assert len(out["logs"]) > 0 and np.isfinite(out["logs"].loss).all()
+
+    # a rerun finds every iteration finished: nothing is collected or trained again
+    def boom(*a, **k):
+        raise AssertionError("a finished iteration was redone")
+
+    monkeypatch.setattr("tpo_core.empirical.collect_iteration", boom)
+    again = run_method("tpo", pol, _trainer(pol), out_dir=tmp_path, **kw)
+    pd.testing.assert_frame_equal(again["arms"], arms)
+
+
+def test_baselines_pull_their_fixed_arm():
+    preset = get_preset("smoke")
+    assert make_selector("no-transfer", ["rougeLsum"], preset).select() == "null"
+    assert make_selector("exploit-best", ["a", "b"], preset, best="b").select() == "b"
+    with pytest.raises(ValueError, match="unknown method"):
+        make_selector("nope", ["a"], preset)
+    with pytest.raises(ValueError, match="needs a source arm"):
+        make_selector("exploit-worst", ["a"], preset)

@@ -10,15 +10,25 @@ P(π̃ ≻ π_OL), 1/2 in expectation when both groups come from the same policy
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from tpo_core.data import sample_prompts
 from tpo_core.oracle import label_best_worst
+from tpo_core.selection import TransferSelector
 from tpo_core.sources import best_of_n
 
-__all__ = ["build_candidates", "transfer_win", "collect_iteration"]
+__all__ = ["METHODS", "build_candidates", "transfer_win", "collect_iteration", "make_selector", "run_method"]
+
+#: The methods of Table 1: empirical TPO and its three baselines (paper §6.1).
+METHODS = ("tpo", "no-transfer", "exploit-worst", "exploit-best")
 
 
 def build_candidates(online: list[str], pool: list[str] | None, pool_scores, k: int
@@ -56,6 +66,13 @@ def transfer_win(gold_scores, from_source) -> float:
         raise ValueError(f"gold_scores and from_source must be 1-D and equal-length, got "
                          f"{gold.shape} and {mask.shape}")
     return float(mask[int(np.argmax(gold))])
+
+
+def _score(scorer, prompts, responses, references, progress: bool):
+    """``scorer.score(...)``, with its own progress bar switched off unless ``progress``."""
+    if "progress" in inspect.signature(scorer.score).parameters:
+        return scorer.score(prompts, responses, references, progress=progress)
+    return scorer.score(prompts, responses, references)
 
 
 def collect_iteration(policy, documents, references, *, selector, sources: dict, gold,
@@ -100,13 +117,14 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
             pools = policy.sample([documents[i] for i in mine], pool_size, **sample)
             flat = [r for pool in pools for r in pool]
             rep = lambda xs: [xs[i] for i in mine for _ in range(pool_size)]  # noqa: E731
-            scores = np.asarray(sources[arm].score(rep(documents), flat, rep(references)))
+            scores = np.asarray(_score(sources[arm], rep(documents), flat, rep(references), progress))
             for j, i in enumerate(mine):
                 cands[i], masks[i] = build_candidates(online[i], pools[j],
                                                       scores[j * pool_size:(j + 1) * pool_size], top_k)
         flat = [c for i in idx for c in cands[i]]
         rep = lambda xs: [xs[i] for i in idx for _ in range(n_candidates)]  # noqa: E731
-        g = np.asarray(gold.score(rep(documents), flat, rep(references))).reshape(len(idx), n_candidates)
+        g = np.asarray(_score(gold, rep(documents), flat, rep(references), progress))
+        g = g.reshape(len(idx), n_candidates)
         chosen, rejected, keep = label_best_worst(g)
         for row, (i, arm) in enumerate(zip(idx, arms)):
             win = transfer_win(g[row], masks[i])
@@ -119,3 +137,76 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
         bar.update(len(idx))
     bar.close()
     return pairs, pd.DataFrame(records)
+
+
+def make_selector(method: str, arms, preset, *, worst: str | None = None, best: str | None = None,
+                  policy: str = "paper-ucb", seed: int = 0) -> TransferSelector:
+    """The arm selector of ``method``: the bandit for ``tpo``, a fixed arm for the baselines."""
+    arms = list(arms) + ["null"]
+    fixed = {"no-transfer": "null", "exploit-worst": worst, "exploit-best": best}
+    if method == "tpo":
+        return TransferSelector(arms, policy=policy, bonus=preset.bonus, null_value=preset.null_value,
+                                update_every=preset.update_every, warmup=preset.warmup, seed=seed)
+    if method not in fixed:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if fixed[method] not in arms:
+        raise ValueError(f"{method} needs a source arm among {arms[:-1]}, got {fixed[method]!r}")
+    return TransferSelector(arms, policy=f"fixed:{fixed[method]}", update_every=preset.update_every, seed=seed)
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dict, gold, seed: int,
+               out_dir, worst: str | None = None, best: str | None = None,
+               selector_policy: str = "paper-ucb", carry_stats: bool = False,
+               progress: bool = True) -> dict[str, pd.DataFrame]:
+    """``preset.n_iterations`` iterations of one method for one seed (Alg. 3), resumable.
+
+    Iteration k samples ``preset.prompts_per_iteration`` prompts with ``default_rng([seed, k])``,
+    collects and labels them (:func:`collect_iteration`), and trains with ``trainer``
+    (a :class:`tpo_core.trainer.PreferenceTrainer` wrapping ``policy.model``), which checkpoints to
+    ``out_dir/iter_k``. The per-prompt records are written (atomically) before training; an iteration
+    whose checkpoint and records exist is loaded, not redone. The selector's statistics restart every
+    iteration (the authors) unless ``carry_stats``.
+    Returns ``arms`` (method, seed, iteration, arm, pulls, wins), ``records`` and ``logs`` frames.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    selector = make_selector(method, sources, preset, worst=worst, best=best, policy=selector_policy,
+                             seed=seed)
+    state_path = out_dir / "selector_state.json"
+    all_records, all_logs = [], []
+    for k in range(1, preset.n_iterations + 1):
+        records_path, ckpt = out_dir / f"records_iter_{k}.csv", out_dir / f"iter_{k}"
+        if ckpt.is_dir() and records_path.exists():
+            trainer.load_weights(ckpt)
+            records = pd.read_csv(records_path, dtype={"arm": str}, keep_default_na=False)  # "null" stays
+            logs = pd.read_csv(ckpt / "logs.csv")
+            if carry_stats and state_path.exists():
+                selector.load_state_dict(json.loads(state_path.read_text()))
+        else:
+            if not carry_stats:
+                selector.reset()
+            prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, np.random.default_rng([seed, k]))
+            docs = [preset.prompt_prefix + d for d in prompts.document]
+            pairs, records = collect_iteration(
+                policy, docs, list(prompts.summary), selector=selector, sources=sources, gold=gold,
+                n_candidates=preset.n_candidates, pool_size=preset.pool_size, top_k=preset.top_k,
+                seed=1000 * seed + k, temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
+                progress=progress)
+            records.insert(0, "iteration", k)
+            _write_csv(records, records_path)
+            state_path.write_text(json.dumps(selector.state_dict()))
+            logs = trainer.train_iteration(pairs, out_dir, k)
+        all_records.append(records)
+        all_logs.append(logs)
+    records = pd.concat(all_records, ignore_index=True)
+    arms = (records.groupby(["iteration", "arm"]).agg(pulls=("win", "size"), wins=("win", "sum"))
+            .reset_index())
+    arms.insert(0, "seed", seed)
+    arms.insert(0, "method", method)
+    return {"arms": arms, "records": records, "logs": pd.concat(all_logs, ignore_index=True)}

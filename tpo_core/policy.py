@@ -1,0 +1,503 @@
+"""The starting policy ``pi_0`` of the ``embedded`` preset: a small T5 trained once by SFT and cached.
+
+The paper fine-tunes T5-small; no pretrained T5 weights are available offline (``offline-assets.md``),
+so ``pi_0`` is a **T5 architecture** (:class:`transformers.T5ForConditionalGeneration`: relative
+position buckets, RMS norm, ReLU FFN, tied input/output embeddings) trained here by supervised
+fine-tuning on the ``sft`` split of the Debian descriptions (:func:`tpo_core.data.load_debian`).
+
+Recipe of :data:`EMBEDDED` (1.9M parameters: d_model 128, 3 encoder + 2 decoder layers):
+
+* a cased BPE tokenizer (8k entries, Metaspace pre-tokenizer like T5's SentencePiece) trained offline
+  on the SFT documents and synopses in a few seconds;
+* documents truncated to their first 32 tokens (the synopsis mostly restates the opening sentence:
+  54 % of its words occur there, 58 % within 48 tokens), so a step is cheap and SFT covers several epochs;
+* the shared token embeddings initialised from **all-MiniLM-L6-v2**'s word-piece embeddings (each BPE
+  entry gets the mean of its word pieces, projected by PCA to ``d_model``): lexical knowledge from a
+  pretrained encoder carried into a randomly initialised T5 (:func:`tpo_core.assets.minilm_path`);
+* AdamW with warm-up and cosine decay over a fixed number of steps (not wall time, so reruns agree).
+
+:func:`train_sft` trains once and caches the result under ``cache_dir/<name>-<key>``, where ``key``
+hashes the configuration and the sha256 of the training data; a later call with the same config and
+data loads the cache instead. :class:`Policy` wraps model, tokenizer and config, and offers sampling
+(seeded with an explicit ``torch.Generator``), greedy decoding, and what a preference trainer needs
+(:meth:`Policy.encode`, :meth:`Policy.sequence_logprobs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["PolicyConfig", "Policy", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key",
+           "data_sha256"]
+
+CACHE_FORMAT = 1  # bump when the cache layout or training code changes meaning
+_RUNTIME_FIELDS = ("num_threads",)  # do not change what is trained (up to float summation order)
+_SPECIALS = ["<pad>", "</s>", "<unk>"]  # ids 0, 1, 2; <pad> is also T5's decoder start token
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Everything that defines ``pi_0``: tokenizer, architecture, lengths, SFT budget, seed."""
+
+    name: str = "embedded"
+    """Label used in the cache folder name and the manifest."""
+    vocab_size: int = 8000
+    """Target size of the BPE vocabulary trained on the SFT documents and synopses (3 specials included)."""
+    d_model: int = 128
+    """Width of the residual stream and of the tied token embeddings."""
+    d_ff: int = 512
+    """Hidden width of each ReLU feed-forward block."""
+    num_heads: int = 4
+    """Attention heads per layer (``d_kv = d_model // num_heads``)."""
+    encoder_layers: int = 3
+    """Encoder blocks (run once per prompt, so cheap at sampling time)."""
+    decoder_layers: int = 2
+    """Decoder blocks (run once per generated token; they set the sampling speed)."""
+    dropout: float = 0.0
+    """Dropout rate inside the T5 blocks during SFT."""
+    max_source_tokens: int = 32
+    """Documents are truncated to their first ``max_source_tokens`` tokens (EOS included)."""
+    max_target_tokens: int = 24
+    """Synopses are truncated to this many tokens (EOS included); also the default ``max_new_tokens``."""
+    minilm_init: bool = True
+    """Initialise the shared embeddings from all-MiniLM-L6-v2's word-piece embeddings (PCA to d_model)."""
+    steps: int = 2000
+    """Optimiser steps of SFT."""
+    batch_size: int = 64
+    """Examples per step (dynamic padding)."""
+    lr: float = 3e-3
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 200
+    """Linear warm-up steps, then cosine decay to ``min_lr_ratio * lr`` at ``steps``."""
+    min_lr_ratio: float = 0.05
+    """Final learning rate as a fraction of the peak."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    label_smoothing: float = 0.0
+    """Label smoothing of the SFT cross-entropy."""
+    seed: int = 0
+    """Seed of the model initialisation, dropout and batch order."""
+    num_threads: int = 2
+    """``torch.set_num_threads`` during training (restored afterwards). Runtime only: not part of the
+    cache key, so a policy trained with 1 thread is reused by a 2-thread run and vice versa."""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"name must be a non-empty [A-Za-z0-9_-] string (it names the cache folder), "
+                             f"got {self.name!r}")
+        for f in ("vocab_size", "d_model", "d_ff", "num_heads", "encoder_layers", "decoder_layers",
+                  "max_source_tokens", "max_target_tokens", "steps", "batch_size", "num_threads"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{f} must be a positive integer, got {v!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if self.vocab_size <= len(_SPECIALS):
+            raise ValueError(f"vocab_size must exceed {len(_SPECIALS)}")
+        if not (self.lr > 0 and 0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1
+                and 0 <= self.min_lr_ratio <= 1 and self.warmup_steps >= 0):
+            raise ValueError("lr must be > 0; dropout, label_smoothing in [0, 1); min_lr_ratio in [0, 1]")
+
+
+SMOKE = PolicyConfig(name="smoke", vocab_size=300, d_model=32, d_ff=64, num_heads=2, encoder_layers=1,
+                     decoder_layers=1, max_source_tokens=32, max_target_tokens=12, minilm_init=False,
+                     steps=40, batch_size=16, lr=3e-3, warmup_steps=5, num_threads=1)
+"""Tiny configuration for tests: trains in a few seconds on a few hundred pairs."""
+
+EMBEDDED = PolicyConfig()
+"""The ``embedded`` preset's ``pi_0`` (see the module docstring for the recipe)."""
+
+
+def data_sha256(train_df) -> str:
+    """sha256 over the ``document`` and ``summary`` columns of ``train_df``, in row order."""
+    h = hashlib.sha256()
+    for doc, summ in zip(train_df["document"], train_df["summary"]):
+        for text in (doc, summ):
+            b = str(text).encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+    return h.hexdigest()
+
+
+def _identity(config: PolicyConfig) -> dict:
+    """The config fields that define the trained model (all but the runtime-only ``num_threads``)."""
+    return {k: v for k, v in asdict(config).items() if k not in _RUNTIME_FIELDS}
+
+
+def cache_key(config: PolicyConfig, data_sha: str) -> str:
+    """Hex key of a cached ``pi_0``: hashes the cache format, the config (except ``num_threads``) and the
+    data checksum."""
+    blob = json.dumps({"format": CACHE_FORMAT, "config": _identity(config), "data": data_sha}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _train_tokenizer(config: PolicyConfig, texts: Sequence[str]):
+    from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                            trainers)
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                          normalizers.Strip()])
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    tk.decoder = decoders.Metaspace()
+    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=_SPECIALS,
+                                                      show_progress=False))
+    tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tok.model_max_length = 512
+    return tok
+
+
+def _minilm_embeddings(tok, d_model: int, gen: torch.Generator) -> torch.Tensor:
+    """A ``(len(tok), d_model)`` embedding matrix from all-MiniLM-L6-v2's word-piece embeddings.
+
+    Each entry (``▁`` stripped) is re-tokenized by MiniLM's uncased WordPiece and gets the mean of those
+    pieces' input embeddings; the rows are centred, projected on their top ``d_model`` principal
+    directions (when ``d_model < 384``) and scaled to unit standard deviation, T5's embedding scale.
+    Specials and entries MiniLM cannot read keep a random N(0, 1) row.
+    """
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from tpo_core.assets import minilm_path
+
+    path = minilm_path()
+    mtok = AutoTokenizer.from_pretrained(str(path))
+    weights = load_file(str(path / "model.safetensors"))
+    table = next(v for k, v in weights.items() if k.endswith("word_embeddings.weight")).float()
+    rows, ok = torch.zeros(len(tok), table.shape[1]), torch.zeros(len(tok), dtype=torch.bool)
+    for i, piece in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))):
+        word = piece.replace("▁", " ").strip()
+        ids = [j for j in mtok(word, add_special_tokens=False)["input_ids"] if j != mtok.unk_token_id] \
+            if i >= len(_SPECIALS) and word else []
+        if ids:
+            rows[i], ok[i] = table[ids].mean(0), True
+    x = rows[ok] - rows[ok].mean(0)
+    if d_model < x.shape[1]:
+        x = x @ torch.linalg.svd(x, full_matrices=False).Vh[:d_model].T
+    if d_model > x.shape[1]:  # wider than MiniLM (or fewer rows than d_model): pad with random columns
+        x = torch.cat([x, torch.randn(x.shape[0], d_model - x.shape[1], generator=gen) * x.std()], 1)
+    out = torch.randn(len(tok), d_model, generator=gen)
+    out[ok] = x / x.std()
+    return out
+
+
+def _build_model(config: PolicyConfig):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    t5 = T5Config(vocab_size=config.vocab_size, d_model=config.d_model, d_ff=config.d_ff,
+                  d_kv=config.d_model // config.num_heads, num_heads=config.num_heads,
+                  num_layers=config.encoder_layers, num_decoder_layers=config.decoder_layers,
+                  dropout_rate=config.dropout, feed_forward_proj="relu", tie_word_embeddings=True,
+                  pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return T5ForConditionalGeneration(t5)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@functools.cache
+def _cache_kw() -> str:
+    """The KV-cache keyword of T5's forward: ``cache`` (recent transformers 5.x) or ``past_key_values``."""
+    import inspect
+
+    from transformers import T5ForConditionalGeneration
+
+    return "cache" if "cache" in inspect.signature(T5ForConditionalGeneration.forward).parameters \
+        else "past_key_values"
+
+
+def _check_texts(documents, what: str = "documents") -> list[str]:
+    if isinstance(documents, str) or not isinstance(documents, Sequence):
+        raise ValueError(f"{what} must be a non-empty sequence of strings")
+    documents = list(documents)
+    if not documents or not all(isinstance(d, str) for d in documents):
+        raise ValueError(f"{what} must be a non-empty sequence of strings")
+    return documents
+
+
+class Policy:
+    """``pi_0`` (or any policy fine-tuned from it): a T5 model, its tokenizer and its :class:`PolicyConfig`.
+
+    Responses are plain strings. The model is a ``T5ForConditionalGeneration``; preference trainers can
+    optimise ``policy.model`` directly, using :meth:`encode` for the tensors or :meth:`sequence_logprobs`
+    for differentiable sequence log-probabilities.
+    """
+
+    def __init__(self, model, tokenizer, config: PolicyConfig):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+
+    # --- tensors -------------------------------------------------------------------------------------
+    def _sources(self, documents: Sequence[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(list(documents), truncation=True, max_length=self.config.max_source_tokens,
+                                   padding=True, return_tensors="pt"))
+
+    def encode(self, documents: Sequence[str], responses: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``input_ids``, ``attention_mask`` (documents) and ``labels`` (responses + EOS, padded with -100).
+
+        Documents are truncated to ``max_source_tokens``, responses to ``max_target_tokens``.
+        """
+        documents, responses = _check_texts(documents), _check_texts(responses, "responses")
+        if len(documents) != len(responses):
+            raise ValueError(f"{len(documents)} documents but {len(responses)} responses")
+        batch = self._sources(documents)
+        labels = self.tokenizer(responses, truncation=True, max_length=self.config.max_target_tokens,
+                                padding=True, return_tensors="pt")
+        batch["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+        return batch
+
+    def sequence_logprobs(self, documents: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        """Sum over tokens (EOS included) of ``log pi(y_t | x, y_<t)`` for each pair, shape ``(n,)``.
+
+        Differentiable when autograd is enabled (wrap in ``torch.no_grad()`` for scoring). The model's
+        current train/eval mode is used as is.
+        """
+        batch = self.encode(documents, responses)
+        labels = batch.pop("labels")
+        dec = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
+        logits = self.model(**batch, decoder_input_ids=dec).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        mask = labels != -100
+        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (tok * mask).sum(-1)
+
+    # --- decoding ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _decode(self, documents, n: int, *, temperature: float, max_new_tokens: int | None,
+                generator: torch.Generator | None, batch_size: int) -> list[list[str]]:
+        documents = _check_texts(documents)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        max_new = self.config.max_target_tokens if max_new_tokens is None else max_new_tokens
+        if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new!r}")
+        if generator is not None and not (temperature > 0):
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        was_training = self.model.training
+        self.model.eval()
+        out: list[list[str]] = []
+        try:
+            for start in range(0, len(documents), batch_size):
+                src = self._sources(documents[start:start + batch_size])
+                enc = self.model.get_encoder()(**src).last_hidden_state
+                rows = enc.shape[0] * n
+                enc = enc.repeat_interleave(n, 0)
+                mask = src["attention_mask"].repeat_interleave(n, 0)
+                ids = torch.zeros(rows, 1, dtype=torch.long)  # decoder start = <pad>
+                done = torch.zeros(rows, dtype=torch.bool)
+                past, generated = None, []
+                for _ in range(max_new):
+                    o = self.model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=ids,
+                                   use_cache=True, **{_cache_kw(): past})
+                    past, logits = getattr(o, _cache_kw()), o.logits[:, -1].float()
+                    if generator is None:
+                        nxt = logits.argmax(-1)
+                    else:
+                        probs = torch.softmax(logits / temperature, -1)
+                        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                    nxt = nxt.masked_fill(done, self.tokenizer.pad_token_id)
+                    generated.append(nxt)
+                    done |= nxt == self.tokenizer.eos_token_id
+                    ids = nxt.unsqueeze(-1)
+                    if bool(done.all()):
+                        break
+                texts = self.tokenizer.batch_decode(torch.stack(generated, 1), skip_special_tokens=True)
+                out += [texts[i:i + n] for i in range(0, rows, n)]
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def sample(self, documents: Sequence[str], n: int, *, temperature: float = 1.0,
+               max_new_tokens: int | None = None, generator: torch.Generator | None = None,
+               seed: int | None = None, batch_size: int = 64) -> list[list[str]]:
+        """``n`` responses per document, by ancestral sampling (no top-k / top-p) at ``temperature``.
+
+        Randomness comes only from ``generator`` (a ``torch.Generator``), or from a fresh one seeded with
+        ``seed``; with neither, seed 0. Same generator state, same outputs. At most ``max_new_tokens``
+        tokens (default ``max_target_tokens``). Returns one list of ``n`` strings per document.
+        """
+        if generator is not None and seed is not None:
+            raise ValueError("pass generator or seed, not both")
+        if generator is None:
+            generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        return self._decode(documents, n, temperature=temperature, max_new_tokens=max_new_tokens,
+                            generator=generator, batch_size=batch_size)
+
+    def greedy(self, documents: Sequence[str], *, max_new_tokens: int | None = None,
+               batch_size: int = 256) -> list[str]:
+        """The greedy (arg-max) response to each document."""
+        return [r[0] for r in self._decode(documents, 1, temperature=1.0, max_new_tokens=max_new_tokens,
+                                           generator=None, batch_size=batch_size)]
+
+    # --- persistence ---------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write the model (``model.safetensors``, ``config.json``), tokenizer and ``policy_config.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        (directory / "policy_config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Policy":
+        """Load a policy written by :meth:`save` (local files only), in eval mode."""
+        from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration
+
+        directory = Path(directory)
+        if not (directory / "policy_config.json").is_file():
+            raise FileNotFoundError(f"no saved policy in {directory} (policy_config.json missing)")
+        config = PolicyConfig(**json.loads((directory / "policy_config.json").read_text()))
+        model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
+        tok = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+        return cls(model.eval(), tok, config)
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        return f"Policy({self.config.name!r}, {n / 1e6:.2f}M parameters, vocab {len(self.tokenizer)})"
+
+
+def _lr_factor(step: int, config: PolicyConfig) -> float:
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+
+def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
+    out = torch.full((len(seqs), max(map(len, seqs))), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def _fit(config: PolicyConfig, documents: list[str], summaries: list[str], progress: bool):
+    """Train tokenizer and model from scratch; returns ``(policy, losses)``. Global RNG state is untouched."""
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    tok = _train_tokenizer(config, documents + summaries)
+    src = tok(documents, truncation=True, max_length=config.max_source_tokens)["input_ids"]
+    tgt = tok(summaries, truncation=True, max_length=config.max_target_tokens)["input_ids"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)  # T5's weight init and dropout draw from the global generator
+        model = _build_model(replace(config, vocab_size=len(tok)))
+        if config.minilm_init:
+            with torch.no_grad():
+                model.shared.weight.copy_(_minilm_embeddings(tok, config.d_model, gen))
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.98),
+                                weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
+        model.train()
+        smoothing = config.label_smoothing
+        losses, order, pos = [], rng.permutation(len(src)), 0
+        bar = tqdm(range(config.steps), desc=f"SFT pi_0 ({config.name})", disable=not progress, mininterval=2)
+        for _ in bar:
+            if pos + config.batch_size > len(order):
+                order, pos = rng.permutation(len(src)), 0
+            idx = order[pos:pos + config.batch_size]
+            pos += config.batch_size
+            ids = _pad([src[i] for i in idx], tok.pad_token_id)
+            labels = _pad([tgt[i] for i in idx], -100)
+            mask = (ids != tok.pad_token_id).long()
+            dec = model.prepare_decoder_input_ids_from_labels(labels=labels)  # shift right, -100 -> pad
+            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                                                     ignore_index=-100, label_smoothing=smoothing)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if len(losses) % 50 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    return Policy(model.eval(), tok, config), losses
+
+
+def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress: bool = True) -> Policy:
+    """``pi_0``: SFT of a fresh T5 on ``train_df`` (columns ``document``, ``summary``), trained once, cached.
+
+    The cache folder is ``cache_dir/<config.name>-<cache_key(config, data_sha256(train_df))>``; it holds
+    the saved policy (:meth:`Policy.save`) and ``manifest.json``: config, data checksum and row count,
+    training wall time, final loss (mean of the last 50 steps), loss curve (means over ``loss_every``
+    steps), parameter count, library versions. When that folder's manifest matches the config (all
+    fields but ``num_threads``) and the data checksum, the policy is loaded instead of trained. A new
+    training is saved to a temporary folder beside it and renamed into place when complete, so an
+    interrupted run never leaves a half-written cache. ``progress`` shows a tqdm bar with the loss.
+    """
+    if not isinstance(config, PolicyConfig):
+        raise TypeError(f"config must be a PolicyConfig, got {type(config).__name__}")
+    missing = {"document", "summary"} - set(getattr(train_df, "columns", []))
+    if missing or len(train_df) == 0:
+        raise ValueError(f"train_df must be a non-empty DataFrame with columns document, summary (missing "
+                         f"{sorted(missing)})")
+    sha = data_sha256(train_df)
+    cache_dir = Path(cache_dir)
+    final = cache_dir / f"{config.name}-{cache_key(config, sha)}"
+    manifest_path = final / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        cached = {k: v for k, v in manifest.get("config", {}).items() if k not in _RUNTIME_FIELDS}
+        if cached == _identity(config) and manifest.get("data_sha256") == sha:
+            return Policy.load(final)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    import tokenizers
+    import transformers
+
+    t0 = time.perf_counter()
+    with _threads(config.num_threads):
+        policy, losses = _fit(config, [str(d) for d in train_df["document"]],
+                              [str(s) for s in train_df["summary"]], progress)
+    wall = time.perf_counter() - t0
+    every = max(1, config.steps // 50)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=cache_dir))
+    try:
+        policy.save(tmp)
+        manifest = {"format": CACHE_FORMAT, "config": asdict(config), "data_sha256": sha,
+                    "data_rows": len(train_df), "train_wall_s": round(wall, 2),
+                    "final_loss": float(np.mean(losses[-50:])),
+                    "loss_every": every,
+                    "loss_curve": [round(float(np.mean(losses[i:i + every])), 4)
+                                   for i in range(0, len(losses), every)],
+                    "parameters": sum(p.numel() for p in policy.model.parameters()),
+                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                 "tokenizers": tokenizers.__version__}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if final.exists():  # a stale or mismatching cache (or a concurrent writer): replace it
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return policy
+
+
+def read_manifest(cache_dir: str | Path, config: PolicyConfig, train_df) -> dict | None:
+    """The manifest of the cached policy for ``config`` and ``train_df``, or ``None`` when not cached."""
+    path = Path(cache_dir) / f"{config.name}-{cache_key(config, data_sha256(train_df))}" / "manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,445 @@
+"""The preference-optimisation trainer ``Alg_PO`` of empirical TPO (paper §5, Alg. 3; ``paper-spec.md`` §4.3 (6)).
+
+One iteration of the authors' loop trains ``π^(k+1)`` from ``π^(k)`` on that iteration's labelled pairs with
+DPO (or IPO, or one of two XPO readings, :mod:`tpo_core.losses`). :class:`PreferenceTrainer` does this for
+encoder-decoder models (T5, as in the paper: input = prompt, labels = response) and causal models (prompt +
+response concatenated, prompt tokens masked), on CPU, one GPU or several (HF ``accelerate``; bf16 on GPUs
+that support it).
+
+Read top to bottom: :class:`PreferenceConfig` (one docstring per field, the authors' values as defaults),
+:func:`make_encode` (text -> tensors), :func:`sequence_logprobs` (summed response log-probs), then
+:class:`PreferenceTrainer`, whose :meth:`~PreferenceTrainer.train_iteration` is one iteration:
+
+1. If ``out_dir/iter_{k}`` exists the iteration is finished: its weights are loaded and its logs returned.
+2. Reference log-probs of every pair are computed **once**, before any update (same maths as TRL's per-step
+   reference forward, one forward per pair instead of one per pair per epoch). With
+   ``reference="previous"`` (the authors' code) the reference is the model as it enters the iteration, so
+   no copy is kept; with ``"initial"`` it is a frozen copy of the model given to the constructor (``π_0``).
+3. ``epochs`` passes over the pairs, shuffled with ``torch.Generator`` seeded ``seed + iteration``; AdamW
+   (torch's fused kernel), cosine schedule with warm-up, gradient accumulation and clipping. Chosen and
+   rejected (and, for ``xpo-trl``, the reference sample) go through the model together, each prompt once
+   (:func:`sequence_logprobs`).
+4. The checkpoint (weights, tokenizer, config JSON, per-step logs CSV) is written to a temporary directory
+   and renamed to ``out_dir/iter_{k}``, so a checkpoint either exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from tpo_core import losses as L
+
+__all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_logprobs", "latest_checkpoint",
+           "LOG_COLUMNS"]
+
+LOG_COLUMNS = ("iteration", "epoch", "step", "loss", "chosen_reward", "rejected_reward", "margin", "accuracy",
+               "implicit_kl", "lr", "seconds")
+
+
+@dataclass
+class PreferenceConfig:
+    """Hyper-parameters of one preference-optimisation iteration (defaults: the authors' DPO run)."""
+
+    loss_type: str = "dpo"
+    """"dpo" (sigmoid), "ipo", "xpo-authors" (DPO − α·mean log π on the pair) or "xpo-trl" (DPO + α·log π(ã),
+    ã a reference sample: each pair then needs a "ref_sample" response)."""
+    beta: float = 0.1
+    """KL coefficient β (TRL 0.7.10's default; the authors' scripts do not set it)."""
+    alpha: float = 1e-2
+    """XPO coefficient α (the authors' 1e-2, kept for all iterations; TRL's default is 1e-5)."""
+    ipo_length_normalise: bool = False
+    """IPO only: divide log-ratios by response length as TRL 1.x does (False: summed, the authors')."""
+    lr: float = 5e-5
+    """Peak learning rate (5e-5 for DPO/XPO; the paper uses 1e-5 for IPO)."""
+    warmup_steps: int = 100
+    """Linear warm-up steps of the cosine schedule (optimizer steps, restarted every iteration)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (0: the script's 0.01 is never passed on)."""
+    epochs: int = 3
+    """Passes over the iteration's pairs."""
+    batch_size: int = 1
+    """Pairs per device per micro-batch."""
+    grad_accum: int = 16
+    """Micro-batches per optimizer step (authors: 1 × 16 × 4 GPUs = 64 pairs per step). An epoch's last,
+    partial group still steps (scaled by 1/grad_accum, as accelerate does)."""
+    max_grad_norm: float | None = 1.0
+    """Gradient-norm clipping (HF Trainer default); None disables it."""
+    reference: str = "previous"
+    """"previous": π_ref = the model entering the iteration (authors); "initial": a frozen π_0 throughout."""
+    ref_batch_size: int = 16
+    """Pairs per forward when precomputing reference log-probs."""
+    max_prompt_tokens: int = 1000
+    """Prompt truncation (encoder-decoder: keep the start, as the authors; causal: keep the end)."""
+    max_response_tokens: int = 256
+    """Response truncation, EOS included."""
+    share_prompts: bool = True
+    """Run each prompt once for its chosen and rejected responses (same log-probs, fewer FLOPs; see
+    :func:`sequence_logprobs`)."""
+    disable_dropout: bool = True
+    """Train with dropout off (authors, TRL's ``disable_dropout``). Done by running the model in eval mode,
+    which also covers dropout that is not an ``nn.Dropout`` module (T5's attention dropout)."""
+    seed: int = 0
+    """Iteration k shuffles and seeds torch with ``seed + k``."""
+    bf16: bool = True
+    """bf16 mixed precision, used only on a CUDA device that supports it."""
+    log_every: int = 1
+    """Write a log row every this many optimizer steps (means over the steps in between)."""
+    progress: bool = True
+    """Show a tqdm progress bar (main process only)."""
+
+    def __post_init__(self):
+        if self.loss_type not in L.LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {L.LOSS_TYPES}, got {self.loss_type!r}")
+        if self.reference not in ("previous", "initial"):
+            raise ValueError(f"reference must be 'previous' or 'initial', got {self.reference!r}")
+        for name in ("epochs", "batch_size", "grad_accum", "ref_batch_size", "log_every", "max_response_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+def _pad(rows, value):
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def make_encode(tokenizer, is_encoder_decoder: bool, max_prompt_tokens: int = 1000, max_response_tokens: int = 256):
+    """``encode(prompts, responses) -> {input_ids, attention_mask, labels}`` (right-padded, labels −100-masked).
+
+    Prompts are tokenized with the tokenizer's special tokens, responses without them plus EOS, separately, so
+    the prompt/response boundary never moves. Encoder-decoder: ``input_ids`` = prompt (truncated by the
+    tokenizer, keeping the start), ``labels`` = response. Causal: ``input_ids`` = prompt (last
+    ``max_prompt_tokens``) + response, ``labels`` = the same with the prompt and padding set to −100.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+
+    def encode(prompts, responses):
+        if is_encoder_decoder:
+            p_ids = tokenizer(list(prompts), truncation=True, max_length=max_prompt_tokens)["input_ids"]
+        else:
+            p_ids = [p[-max_prompt_tokens:] for p in tokenizer(list(prompts))["input_ids"]]
+        r_ids = [r[:max_response_tokens - len(eos)] + eos
+                 for r in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
+        if is_encoder_decoder:
+            return {"input_ids": _pad(p_ids, pad), "attention_mask": _pad([[1] * len(p) for p in p_ids], 0),
+                    "labels": _pad(r_ids, -100)}
+        seqs = [p + r for p, r in zip(p_ids, r_ids)]
+        return {"input_ids": _pad(seqs, pad), "attention_mask": _pad([[1] * len(s) for s in seqs], 0),
+                "labels": _pad([[-100] * len(p) + r for p, r in zip(p_ids, r_ids)], -100)}
+
+    return encode
+
+
+def sequence_logprobs(model, batch: dict, is_encoder_decoder: bool, shared_prompts: int = 1) -> torch.Tensor:
+    """Summed log-probability of the labelled (≠ −100) tokens of each row: ``log π(y|x)``, shape ``(B,)``, fp32.
+
+    ``shared_prompts=k`` promises that the rows are k blocks repeating the same prompts (the trainer's
+    ``[chosen; rejected(; reference sample)]`` layout). The prompts then go through the model once and are
+    reused by the k responses (T5: the encoder output is repeated; causal: the responses continue from the
+    prompts' KV cache): the same log-probs for fewer FLOPs. Causal models that accept ``logits_to_keep`` build
+    LM-head logits only where a response token is predicted. DDP-wrapped models take the plain path.
+    """
+    labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
+    base = getattr(model, "module", model)
+    k = 1 if isinstance(model, torch.nn.parallel.DistributedDataParallel) else shared_prompts
+    if is_encoder_decoder:
+        dec = ({"decoder_input_ids": base.prepare_decoder_input_ids_from_labels(labels=labels)}
+               if hasattr(base, "prepare_decoder_input_ids_from_labels") else {"labels": labels})
+        if k > 1 and hasattr(base, "get_encoder"):
+            n = ids.shape[0] // k
+            if not torch.equal(ids.view(k, n, -1), ids[:n].expand(k, -1, -1)):
+                raise ValueError("shared_prompts: the k blocks of rows do not share their prompts")
+            hidden = base.get_encoder()(input_ids=ids[:n], attention_mask=mask[:n]).last_hidden_state
+            logits = model(encoder_outputs=(hidden.repeat(k, 1, 1),), attention_mask=mask, use_cache=False, **dec)
+        else:
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **dec)
+        return _summed_logps(logits.logits, labels)
+    cache_arg = next((a for a in ("cache", "past_key_values") if _accepts(model, a)), None)  # transformers 5 / 4
+    first = (labels != -100).int().argmax(1)  # first labelled position = prompt length
+    if k > 1 and cache_arg and _accepts(model, "logits_to_keep", "position_ids") and int(first.min()) > 0:
+        return _causal_shared_prompt(model, ids, mask, labels, k, cache_arg)
+    start = int(first.min().clamp(min=1)) - 1  # first position predicting a label
+    if _accepts(model, "logits_to_keep"):
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=ids.shape[1] - start)
+        logits = logits.logits[:, :-1]
+    else:
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, start:-1]
+    return _summed_logps(logits, labels[:, start + 1:])
+
+
+def _summed_logps(logits, labels):
+    logits = logits.float()
+    token_logps = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    return (token_logps * (labels != -100)).sum(-1)
+
+
+def _causal_shared_prompt(model, ids, mask, labels, k, cache_arg):
+    """Causal rows ``[prompt | response | pad]`` in k blocks of the same prompts: run the n prompts once
+    (left-padded, true positions), then all responses on the prompts' KV cache, with their true positions."""
+    n, width, dev = ids.shape[0] // k, ids.shape[1], ids.device
+    plen = (labels != -100).int().argmax(1)  # prompt length of each row
+    prompt_tokens = (ids * ((labels == -100) & (mask == 1))).view(k, n, width)
+    if not torch.equal(prompt_tokens, prompt_tokens[:1].expand(k, -1, -1)):
+        raise ValueError("shared_prompts: the k blocks of rows do not share their prompts")
+    p_len = plen[:n]
+    col = torch.arange(int(p_len.max()), device=dev) - (int(p_len.max()) - p_len)[:, None]  # <0: left pad
+    p_mask = (col >= 0).long()
+    out = model(input_ids=ids[:n].gather(1, col.clamp(min=0)) * p_mask, attention_mask=p_mask,
+                position_ids=col.clamp(min=0), use_cache=True, logits_to_keep=1)
+    cache = out[cache_arg]
+    cache.batch_repeat_interleave(k)  # prompt b -> rows b*k ... b*k + k-1
+    order = (torch.arange(n, device=dev)[:, None] + n * torch.arange(k, device=dev)).flatten()  # row of b*k + c
+    r_len = mask.sum(1) - plen
+    pos = (plen[:, None] + torch.arange(int(r_len.max()), device=dev))[order]  # true positions of responses
+    r_mask = (pos - plen[order, None] < r_len[order, None]).long()
+    r_ids = ids[order].gather(1, pos.clamp(max=width - 1)) * r_mask
+    r_labels = labels[order].gather(1, pos.clamp(max=width - 1)).masked_fill(r_mask == 0, -100)
+    out2 = model(input_ids=r_ids, attention_mask=torch.cat([p_mask.repeat_interleave(k, 0), r_mask], 1),
+                 position_ids=pos, use_cache=True, **{cache_arg: cache})
+    logits = torch.cat([out.logits[:, -1:].repeat_interleave(k, 0), out2.logits[:, :-1]], 1)  # token 0 from prompt
+    return _summed_logps(logits, r_labels)[torch.argsort(order)]
+
+
+def _accepts(model, *names) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(getattr(model, "module", model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return all(name in params for name in names)
+
+
+def latest_checkpoint(out_dir) -> tuple[int, Path] | None:
+    """``(k, out_dir/iter_k)`` for the highest finished iteration k, or None. Temporary dirs are ignored."""
+    found = [(int(p.name[5:]), p) for p in Path(out_dir).glob("iter_*") if p.is_dir() and p.name[5:].isdigit()]
+    return max(found) if found else None
+
+
+class PreferenceTrainer:
+    """Trains a policy on labelled pairs ``{prompt, chosen, rejected[, ref_sample]}``, one iteration per call.
+
+    ``tokenizer`` is a HF tokenizer (then :func:`make_encode` builds the encoder) or an ``encode(prompts,
+    responses)`` function returning ``input_ids``, ``attention_mask`` and −100-masked ``labels``. With
+    ``reference="initial"``, ``ref_model`` is π_0 (default: a copy of ``model`` as given; pass π_0 explicitly
+    when resuming). After :meth:`train_iteration` for iteration k returns, ``self.model`` holds ``iter_k``.
+    """
+
+    def __init__(self, model, tokenizer, config: PreferenceConfig | None = None, accelerator=None, *,
+                 ref_model=None):
+        from accelerate import Accelerator
+        from transformers import PreTrainedTokenizerBase
+
+        self.config = cfg = config or PreferenceConfig()
+        self.is_encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
+        if isinstance(tokenizer, PreTrainedTokenizerBase):
+            self.tokenizer = tokenizer
+            self.encode = make_encode(tokenizer, self.is_encoder_decoder, cfg.max_prompt_tokens,
+                                      cfg.max_response_tokens)
+        elif callable(tokenizer):
+            self.tokenizer, self.encode = None, tokenizer
+        else:
+            raise TypeError("tokenizer must be a transformers tokenizer or an encode(prompts, responses) function")
+        if accelerator is None:
+            cuda = torch.cuda.is_available()
+            bf16 = cfg.bf16 and cuda and torch.cuda.is_bf16_supported()
+            accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no",
+                                      gradient_accumulation_steps=cfg.grad_accum)
+        self.accelerator = acc = accelerator
+        self.ref_model = None
+        if cfg.reference == "initial":
+            self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).to(acc.device).eval()
+            self.ref_model.requires_grad_(False)
+        self.model = acc.prepare_model(model)
+        self.reference_seconds = float("nan")  # wall time of the last reference precomputation
+
+    # ------------------------------------------------------------------ pieces of an iteration
+    def _forward(self, model, rows, responses):
+        k = len(responses) // len(rows)  # responses come in k blocks, each for the same rows' prompts
+        batch = self.encode([r["prompt"] for r in rows] * k, responses)
+        batch = {key: v.to(self.accelerator.device) for key, v in batch.items()}
+        logps = sequence_logprobs(model, batch, self.is_encoder_decoder, k if self.config.share_prompts else 1)
+        return logps, (batch["labels"] != -100).sum(-1)
+
+    @torch.no_grad()
+    def reference_logprobs(self, pairs) -> torch.Tensor:
+        """``(2, n)`` reference log-probs of the chosen (row 0) and rejected (row 1) responses, before training."""
+        model = self.ref_model if self.ref_model is not None else self.model
+        model.eval()
+        out, bs = [], self.config.ref_batch_size
+        with self.accelerator.autocast():
+            for i in range(0, len(pairs), bs):
+                rows = pairs[i:i + bs]
+                lp, _ = self._forward(model, rows, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+                out.append(lp.view(2, -1))
+        return torch.cat(out, dim=1)
+
+    def _loss(self, rows, ref_c, ref_r):
+        cfg, n = self.config, len(rows)
+        responses = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
+        if cfg.loss_type == "xpo-trl":
+            responses += [r["ref_sample"] for r in rows]
+        logps, lengths = self._forward(self.model, rows, responses)
+        pc, pr = logps[:n], logps[n:2 * n]
+        if cfg.loss_type == "dpo":
+            losses, cr, rr = L.dpo_loss(pc, pr, ref_c, ref_r, cfg.beta)
+        elif cfg.loss_type == "ipo":
+            lens = (lengths[:n], lengths[n:2 * n]) if cfg.ipo_length_normalise else (None, None)
+            losses, cr, rr = L.ipo_loss(pc, pr, ref_c, ref_r, cfg.beta, *lens)
+        elif cfg.loss_type == "xpo-authors":
+            losses, cr, rr = L.xpo_loss_authors(pc, pr, ref_c, ref_r, cfg.beta, cfg.alpha)
+        else:
+            losses, cr, rr = L.xpo_loss_trl(pc, pr, ref_c, ref_r, cfg.beta, logps[2 * n:], cfg.alpha)
+        loss = losses.mean()
+        kl = 0.5 * ((pc - ref_c) + (pr - ref_r)).detach().mean()
+        stats = torch.stack([loss.detach(), cr.mean(), rr.mean(), (cr - rr).mean(), (cr > rr).float().mean(), kl])
+        return loss, stats
+
+    # ------------------------------------------------------------------ one iteration
+    def train_iteration(self, pairs, out_dir, iteration: int) -> pd.DataFrame:
+        """Train on ``pairs`` (iteration ``iteration``); checkpoint to ``out_dir/iter_{iteration}`` (None: don't).
+
+        Returns the per-step logs (:data:`LOG_COLUMNS`). A finished iteration is skipped (its weights are loaded
+        and its logs returned); leftovers of an interrupted one are removed and it is redone from the start.
+        """
+        cfg, acc = self.config, self.accelerator
+        final = None if out_dir is None else Path(out_dir) / f"iter_{iteration}"
+        if final is not None and final.is_dir():
+            self.load_weights(final)
+            return pd.read_csv(final / "logs.csv")
+        pairs = _check_pairs(pairs, cfg.loss_type == "xpo-trl")
+        if final is not None and acc.is_main_process:
+            _remove_partial(final)  # an interrupted earlier attempt
+        torch.manual_seed(cfg.seed + iteration)
+        gen = torch.Generator().manual_seed(cfg.seed + iteration)
+        acc.gradient_accumulation_steps = cfg.grad_accum
+
+        t0 = time.perf_counter()
+        ref = self.reference_logprobs(pairs)
+        self.reference_seconds = time.perf_counter() - t0
+
+        optimizer = acc.prepare_optimizer(torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                                            weight_decay=cfg.weight_decay, fused=_fusable(self.model)))
+        from transformers import get_cosine_schedule_with_warmup
+        micro = math.ceil(len(pairs) / (cfg.batch_size * acc.num_processes))
+        total = cfg.epochs * math.ceil(micro / cfg.grad_accum)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, total)
+
+        self.model.train(not cfg.disable_dropout)  # eval mode = no dropout anywhere, incl. T5's functional one
+        rows, step, acc_stats, n_micro, t_step = [], 0, 0.0, 0, time.perf_counter()
+        bar = tqdm(total=total, desc=f"iteration {iteration}", disable=not (cfg.progress and acc.is_main_process))
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(len(pairs), generator=gen)
+            loader = acc.prepare_data_loader(torch.utils.data.DataLoader(order, batch_size=cfg.batch_size))
+            for idx in loader:
+                with acc.accumulate(self.model):
+                    idx = idx.to(ref.device)
+                    loss, stats = self._loss([pairs[i] for i in idx.tolist()], ref[0, idx], ref[1, idx])
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm is not None:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                acc_stats, n_micro = acc_stats + stats, n_micro + 1
+                if not acc.sync_gradients:
+                    continue
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every == 0 or step == total:
+                    mean = acc.reduce(acc_stats / n_micro, "mean").tolist()
+                    seconds = (time.perf_counter() - t_step) / (step - (rows[-1]["step"] if rows else 0))
+                    rows.append(dict(zip(LOG_COLUMNS, [iteration, epoch, step, *mean, lr, seconds])))
+                    bar.set_postfix(loss=f"{mean[0]:.4f}", margin=f"{mean[3]:.3f}")
+                    acc_stats, n_micro, t_step = 0.0, 0, time.perf_counter()
+        bar.close()
+        logs = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
+        if final is not None:
+            self._save_checkpoint(final, logs, iteration, len(pairs))
+        return logs
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, final: Path, logs: pd.DataFrame, iteration: int, n_pairs: int):
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _remove_partial(final)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=final.parent))
+            with _quiet():
+                acc.unwrap_model(self.model).save_pretrained(tmp)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(tmp)
+            meta = {"iteration": iteration, "n_pairs": n_pairs, "config": asdict(self.config)}
+            (tmp / "preference_config.json").write_text(json.dumps(meta, indent=2))
+            logs.to_csv(tmp / "logs.csv", index=False)
+            os.rename(tmp, final)  # atomic on POSIX: the checkpoint appears whole or not at all
+        acc.wait_for_everyone()
+
+    def load_weights(self, path):
+        """Load the weights saved in ``path`` (a checkpoint directory) into ``self.model``."""
+        model = self.accelerator.unwrap_model(self.model)
+        with _quiet():
+            saved = type(model).from_pretrained(path, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(saved.state_dict())
+
+    def resume(self, out_dir) -> int | None:
+        """Load the last finished iteration's weights; return its number (None, model untouched, if none)."""
+        last = latest_checkpoint(out_dir) if Path(out_dir).is_dir() else None
+        if last is None:
+            return None
+        self.load_weights(last[1])
+        return last[0]
+
+
+def _fusable(model) -> bool:
+    """torch's fused AdamW (same update, one kernel per step) runs on CPU and CUDA floating-point parameters."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Hide transformers' per-shard progress bars while saving or loading a checkpoint."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _remove_partial(final: Path):
+    for stale in final.parent.glob(f".{final.name}.tmp*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _check_pairs(pairs, need_ref_sample: bool) -> list[dict]:
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("pairs is empty")
+    keys = ("prompt", "chosen", "rejected") + (("ref_sample",) if need_ref_sample else ())
+    for i, p in enumerate(pairs):
+        for k in keys:
+            if not isinstance(p.get(k) if hasattr(p, "get") else None, str):
+                raise ValueError(f"pairs[{i}] needs a str {k!r}" + (" (loss_type='xpo-trl' needs a response sampled"
+                                 " from the reference policy)" if k == "ref_sample" else ""))
+    return pairs
