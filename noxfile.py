@@ -35,3 +35,13 @@ def reproduce(session: nox.Session) -> None:
     """
     _install(session)
     session.run("python", "-m", "tpo_core.reproduce", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """One DPO step: tpo_core's trainer against TRL's DPOTrainer on the same model and batch (CPU).
+
+    Writes results/bench.csv (pairs/s of both, their ratio, achieved FLOP/s against measured matmul peak).
+    """
+    _install(session)
+    session.run("python", "-m", "tpo_core.bench", "--out", "results/bench.csv", *session.posargs)
