@@ -14,28 +14,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
+from helpers import build_tiny_bert  # noqa: E402  (tests/helpers.py)
 from tpo_core import assets  # noqa: E402
 from tpo_core.oracle import GoldReward, bt_probability, label_best_worst, label_bradley_terry  # noqa: E402
 
-WORDS = "the a cat dog sat on mat is eating food bread man python library tool command line shared".split()
 
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory):
     """A random 2-layer BERT (hidden 32) with a WordPiece vocabulary, as a plain HF folder."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    path = tmp_path_factory.mktemp("tinyenc")
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), *letters, *("##" + c for c in letters)]
-    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
-    tok.model_max_length = 64
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(path)
-    return path
+    return build_tiny_bert(tmp_path_factory.mktemp("tinyenc"), max_len=64)
 
 
 @pytest.fixture(scope="module")

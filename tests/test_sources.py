@@ -23,25 +23,7 @@ from tpo_core import assets  # noqa: E402
 from tpo_core.sources import (SOURCE_NAMES, BERTScore, LLMLogProb, RougeLsum, best_of_n,  # noqa: E402
                               make_source)
 
-WORDS = ("the a cat dog sat on mat is eating food bread man piece of sky blue library for python "
-         "development files tool command line manage packages shared documentation").split()
-
-
-def build_tiny_bert(path):
-    """A random 2-layer BERT (hidden 32) with a WordPiece vocabulary of WORDS + letters, saved to ``path``."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), *letters, *("##" + c for c in letters)]
-    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
-    tok.model_max_length = 128
-    tok.save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(path)
-    return path
+from helpers import WORDS, build_tiny_bert  # noqa: E402  (tests/helpers.py)
 
 
 def build_tiny_llama(path=None):
