@@ -45,3 +45,16 @@ def bench(session: nox.Session) -> None:
     """
     _install(session)
     session.run("python", "-m", "tpo_core.bench", "--out", "results/bench.csv", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def check_book(session: nox.Session) -> None:
+    """Open every chapter of the built book (book/_build/html) in headless Chromium, offline.
+
+    Builds nothing (run `nox -s reproduce` first). Fails on a page that does not load, throws a
+    JS error, has a broken image or an execution error output, or shows raw (untypeset) math.
+    Extra args go to `python -m tpo_core.browser_check` (e.g. `-- --online`, `-- --json`).
+    Needs Chromium: /usr/bin/chromium or $CHROMIUM.
+    """
+    _install(session)
+    session.run("python", "-m", "tpo_core.browser_check", "book/_build/html", *session.posargs)

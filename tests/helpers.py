@@ -4,7 +4,7 @@ WORDS = ("the a cat dog sat on mat is eating food bread man piece of sky blue li
          "development files tool command line manage packages shared documentation").split()
 
 
-def build_tiny_bert(path, max_len: int = 128):
+def build_tiny_bert(path, max_len: int = 128, layers: int = 2):
     """A random 2-layer BERT (hidden 32) with a WordPiece vocabulary of WORDS + letters, saved to ``path``."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizer
@@ -15,7 +15,7 @@ def build_tiny_bert(path, max_len: int = 128):
     tok.model_max_length = max_len
     tok.save_pretrained(path)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=max_len)
     BertModel(cfg).save_pretrained(path)
     return path

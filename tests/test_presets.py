@@ -24,6 +24,9 @@ def test_embedded_is_offline_and_default_sized():
     assert p.offline and p.dataset == "debian" and p.gold == "mpnet"
     assert p.gold not in {s.get("model_path") for s in p.sources.values()}
     assert len(p.seeds) >= 5  # Table 1 with >= 5 seeds (issue 7)
+    # two offline LLM log-prob sources stand in for T5-base/T5-large; every arm is a source
+    assert sum(s["kind"] == "llm-logprob" for s in p.sources.values()) == 2
+    assert set(p.arms) <= set(p.sources)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -41,7 +44,10 @@ def test_overrides():
     ({"name": "nope"}, "unknown preset"),
     ({"name": "embedded", "colour": 1}, "unknown preset fields"),
     ({"name": "embedded", "top_k": 20}, "top_k"),
-    ({"name": "embedded", "best_source": "t5"}, "not one of its sources"),
+    ({"name": "embedded", "best_source": "t5"}, "not one of its arms"),
+    ({"name": "embedded", "best_source": "LLM_qwen05"}, "not one of its arms"),  # measured only, not an arm
+    ({"name": "embedded", "arms": ("rougeLsum", "t5")}, "subset of its sources"),
+    ({"name": "embedded", "arms": ()}, "subset of its sources"),
     ({"name": "embedded", "seeds": ()}, "seeds"),
     ({"name": "embedded", "seeds": (1, 1)}, "seeds"),
     ({"name": "embedded", "beta": 0.0}, "beta"),

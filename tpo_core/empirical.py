@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tpo_core.data import sample_prompts
 from tpo_core.oracle import label_best_worst

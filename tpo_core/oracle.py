@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from tpo_core.sources import _check_inputs, quiet_loading
 
-__all__ = ["GoldReward", "label_best_worst", "label_bradley_terry", "bt_probability"]
+__all__ = ["GoldReward", "RewardModelGold", "label_best_worst", "label_bradley_terry", "bt_probability"]
 
 
 def _read_json(path: Path):
@@ -186,6 +186,69 @@ class GoldReward:
 
     def __repr__(self) -> str:
         return f"GoldReward(model_path={str(self.model_path)!r}, pooling={self.pooling!r})"
+
+
+class RewardModelGold:
+    """``r*`` of the ``paper`` preset: a Bradley-Terry sequence-classification reward model
+    (``sfairXC/FsfairX-LLaMA3-RM-v0.1``), scoring the chat ``[user: prompt, assistant: response]``.
+
+    As the authors' script (paper-spec §4.3): the chat template is applied as text, the tokenizer's BOS
+    string is removed (the tokenizer adds it again), inputs are truncated at ``max_length`` (2,048), and the
+    raw logit of the single output is the score (``function_to_apply="none"``). The reference is not used.
+    ``model_path`` is a local folder, or a Hub id with ``local_files_only=False`` (GPU users).
+    """
+
+    name = "gold-reward-model"
+
+    def __init__(self, model_path: str | Path, *, batch_size: int = 1, max_length: int = 2048,
+                 device: str = "cpu", local_files_only: bool = True, progress: bool = True):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        with quiet_loading(not progress):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=local_files_only)
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                str(model_path), local_files_only=local_files_only, dtype=torch.float32)
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"{model_path} has {self.model.config.num_labels} outputs; a reward model has 1")
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{model_path}: the tokenizer has no chat template")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model_path, self.batch_size, self.max_length = model_path, int(batch_size), int(max_length)
+        self.device = torch.device(device)
+        self.model.eval().to(self.device)
+        self.progress = bool(progress)
+
+    def chat_text(self, prompt: str, response: str) -> str:
+        """The text the reward model reads: the chat template of the pair, BOS string removed."""
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False)
+        bos = self.tokenizer.bos_token
+        return text.replace(bos, "") if bos else text
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], references: Sequence[str], *,
+              progress: bool | None = None) -> np.ndarray:
+        """The reward model's scalar for each (prompt, response), float64."""
+        import torch
+
+        p, r, _ = _check_inputs(prompts, responses, references)
+        texts = [self.chat_text(a, b) for a, b in zip(p, r)]
+        out = np.zeros(len(texts))
+        show = self.progress if progress is None else progress
+        with torch.no_grad():
+            for i in tqdm(range(0, len(texts), self.batch_size), desc="gold RM", disable=not show,
+                          mininterval=2):
+                enc = self.tokenizer(texts[i:i + self.batch_size], truncation=True, max_length=self.max_length,
+                                     padding=True, return_tensors="pt").to(self.device)
+                out[i:i + self.batch_size] = self.model(**enc).logits[:, 0].double().cpu().numpy()
+        return out
+
+    def __repr__(self) -> str:
+        return f"RewardModelGold(model_path={str(self.model_path)!r})"
 
 
 # ------------------------------------------------------------------------------------------------ labels

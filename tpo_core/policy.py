@@ -370,13 +370,50 @@ class Policy:
         if not (directory / "policy_config.json").is_file():
             raise FileNotFoundError(f"no saved policy in {directory} (policy_config.json missing)")
         config = PolicyConfig(**json.loads((directory / "policy_config.json").read_text()))
-        model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
-        tok = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+        with _quiet_load():
+            model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
+            tok = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+        return cls(model.eval(), tok, config)
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | Path, *, max_source_tokens: int = 1000,
+                        max_target_tokens: int = 256, name: str = "pretrained", local_files_only: bool = True
+                        ) -> "Policy":
+        """Wrap a pretrained seq2seq model (e.g. the paper's ``google-t5/t5-small``) and its tokenizer.
+
+        ``model_path`` is a local folder, or a Hub id with ``local_files_only=False`` (GPU users of the
+        ``paper`` preset). Its decoder must start from the pad token, as T5's does.
+        """
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        with _quiet_load():
+            tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=local_files_only)
+            model = AutoModelForSeq2SeqLM.from_pretrained(str(model_path), local_files_only=local_files_only)
+        if model.config.decoder_start_token_id != tok.pad_token_id:
+            raise ValueError(f"{model_path}: decoder_start_token_id {model.config.decoder_start_token_id} is not "
+                             f"the pad token {tok.pad_token_id}; only T5-style decoders are supported")
+        config = PolicyConfig(name=name, vocab_size=max(len(tok), 4), max_source_tokens=max_source_tokens,
+                              max_target_tokens=max_target_tokens, minilm_init=False)
         return cls(model.eval(), tok, config)
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
         return f"Policy({self.config.name!r}, {n / 1e6:.2f}M parameters, vocab {len(self.tokenizer)})"
+
+
+@contextlib.contextmanager
+def _quiet_load():
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _lr_factor(step: int, config: PolicyConfig) -> float:
@@ -396,7 +433,7 @@ def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
 
 def _fit(config: PolicyConfig, documents: list[str], summaries: list[str], progress: bool):
     """Train tokenizer and model from scratch; returns ``(policy, losses)``. Global RNG state is untouched."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     gen = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -477,7 +514,8 @@ def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress
     every = max(1, config.steps // 50)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=cache_dir))
     try:
-        policy.save(tmp)
+        with _quiet_load():
+            policy.save(tmp)
         manifest = {"format": CACHE_FORMAT, "config": asdict(config), "data_sha256": sha,
                     "data_rows": len(train_df), "train_wall_s": round(wall, 2),
                     "final_loss": float(np.mean(losses[-50:])),

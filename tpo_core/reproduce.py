@@ -53,6 +53,12 @@ NOTEBOOKS: list[NotebookSpec] = [
         quick={"n_seeds": 2, "T": 300, "W_grid": [0, 1, 2], "n_responses_grid": [5, 10],
                "long_factor": 2},
     ),
+    NotebookSpec("01_source_rms", quick={"preset": "smoke", "n_prompts": 4, "n_quality": 8}),
+    NotebookSpec("02_baselines", quick={"preset": "smoke"}),
+    NotebookSpec("03_empirical_tpo", quick={"preset": "smoke", "ablation_seeds": 1}),
+    NotebookSpec("04_table1", quick={"preset": "smoke", "n_boot": 200}),
+    NotebookSpec("06_differences", quick={"preset": "smoke"}),
+    NotebookSpec("A1_bench", quick={"bench_args": ["--tiny", "--rounds", "1", "--steps", "1"], "reuse": False}),
 ]
 
 #: Packages whose versions every manifest records.

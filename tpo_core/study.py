@@ -1,0 +1,542 @@
+"""The language-model study of one preset, end to end (paper §4-6): what notebooks 01-04 call.
+
+* :func:`load_study` -- the data splits, ``pi_0`` (trained once and cached), the source rewards and
+  the simulated human of a preset (:mod:`tpo_core.presets`).
+* :func:`measure_sources` -- notebook 01: each source's per-prompt Spearman with ``r*``, the value
+  under ``r*`` of its Best-of-N policy and that policy's win rate against ``pi_0``.
+* :func:`run` / :func:`run_all` -- notebooks 02-03: iterations of TPO or a baseline for each seed
+  (:func:`tpo_core.empirical.run_method`), checkpoints and ``arms.csv``.
+* :func:`evaluate_run` / :func:`table1` -- notebook 04: gold rewards of every checkpoint on held-out
+  prompts, win rates with confidence intervals (:mod:`tpo_core.evaluation`).
+
+Everything is written under ``results/<preset>/`` atomically, and every step skips work already done,
+so an interrupted study resumes where it stopped::
+
+    results/<preset>/sources.csv                 source, spearman_gold, value_gold, win_rate_vs_pi0
+    results/<preset>/runs/<run>/seed_<s>/        iter_k checkpoints, records_iter_k.csv, arms.csv
+    results/<preset>/arms.csv                    method, seed, iteration, arm, pulls, wins
+    results/<preset>/eval/<run>/seed_<s>.csv     gold reward of one sampled response per test prompt
+    results/<preset>/table1.csv                  baseline, iteration, win_rate_mean, ci_low, ci_high, ...
+
+A *run* is a method plus its settings: the paper's four methods, and the ablations of :data:`RUNS`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from tqdm import tqdm
+
+from tpo_core import evaluation
+from tpo_core.data import lead_baseline, sample_prompts
+from tpo_core.empirical import METHODS, run_method
+from tpo_core.policy import _quiet_load
+from tpo_core.presets import Preset, get_preset
+from tpo_core.sources import best_of_n
+
+__all__ = ["RUNS", "Run", "Study", "load_study", "measure_sources", "choose_worst_best", "run", "run_all",
+           "evaluate_run", "evaluate_pi0", "table1", "win_rates_vs_pi0", "write_csv"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One method with its settings: the unit that gets seeds, checkpoints and an evaluation."""
+
+    method: str
+    """One of :data:`tpo_core.empirical.METHODS`."""
+    reference: str = "previous"
+    """``"previous"``: π_ref = the iterate entering the iteration (the authors); ``"initial"``: π_0."""
+    selector: str = "paper-ucb"
+    """TPO's arm selector (:class:`tpo_core.selection.TransferSelector` policy)."""
+    carry_stats: bool = False
+    """Keep the selector's statistics across iterations (the authors reset them)."""
+
+
+#: The paper's four methods and the ablations beyond it (issue 7), by run name.
+RUNS: dict[str, Run] = {
+    "tpo": Run("tpo"),
+    "no-transfer": Run("no-transfer"),
+    "exploit-worst": Run("exploit-worst"),
+    "exploit-best": Run("exploit-best"),
+    "tpo-ref-initial": Run("tpo", reference="initial"),
+    "tpo-thompson": Run("tpo", selector="thompson"),
+    "tpo-carried": Run("tpo", carry_stats=True),
+}
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` to ``path`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ components
+@dataclass
+class Study:
+    """A preset's data, starting policy, sources and simulated human, and its results folder."""
+
+    preset: Preset
+    root: Path
+    """``results/<preset>``."""
+    online: pd.DataFrame
+    """Online prompts (documents and reference summaries)."""
+    test: pd.DataFrame
+    """Held-out prompts of the win-rate evaluation (the first ``n_test_prompts`` of a fixed shuffle)."""
+    sources: dict
+    """Arm name -> source reward (``score(prompts, responses, references)``)."""
+    gold: object
+    """The simulated human r* (never visible to the learner except through preference labels)."""
+    pi0_dir: Path | None = None
+    """Cached folder of π_0 (``sft:`` policies); ``None`` for a Hub policy."""
+    pi0_source: str | None = None
+    """Model folder or Hub id of a pretrained π_0."""
+    pi0_manifest: dict = field(default_factory=dict)
+    """π_0's training manifest (wall time, loss curve, ...), empty for a pretrained π_0."""
+    model_paths: dict = field(default_factory=dict)
+
+    def new_pi0(self):
+        """A fresh copy of π_0 (each run trains its own)."""
+        from tpo_core.policy import Policy
+
+        if self.pi0_dir is not None:
+            return Policy.load(self.pi0_dir)
+        return Policy.from_pretrained(self.pi0_source, max_source_tokens=self.preset.max_input_tokens,
+                                      max_target_tokens=self.preset.max_new_tokens,
+                                      local_files_only=self.preset.offline or self.pi0_source in
+                                      self.model_paths.values())
+
+    @property
+    def arms(self) -> dict:
+        """The sources TPO and the exploit baselines transfer from (``preset.arms``, default all)."""
+        names = self.preset.arms if self.preset.arms is not None else list(self.sources)
+        return {a: self.sources[a] for a in names if a in self.sources}
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        return self.root / "runs" / name / f"seed_{seed}"
+
+
+def _resolve(model: str, model_paths: dict) -> tuple[str, bool]:
+    """(path or id, local_files_only) for a model named in a preset."""
+    if model in model_paths:
+        return str(model_paths[model]), True
+    if Path(model).is_dir():
+        return model, True
+    return model, False
+
+
+def _splits(preset: Preset, model_paths: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(sft, online, test) frames with columns ``document``, ``summary``."""
+    if preset.dataset == "debian":
+        from tpo_core.data import load_debian
+
+        return load_debian("sft"), load_debian("online"), load_debian("test")
+    import datasets
+
+    path, local = _resolve(preset.dataset, model_paths)
+    if local and Path(path).is_dir():
+        ds = datasets.load_from_disk(path)
+    else:
+        ds = datasets.load_dataset(path)
+    frames = {k: ds[k].to_pandas() for k in ds}
+    for k, df in frames.items():
+        if not {"document", "summary"} <= set(df.columns):
+            raise ValueError(f"{preset.dataset} split {k!r} lacks document/summary columns")
+    missing = {"train", "test"} - set(frames)
+    if missing:
+        raise ValueError(f"{preset.dataset} lacks splits {sorted(missing)}")
+    return frames["train"], frames["train"], frames["test"]
+
+
+def _policy_config(preset: Preset):
+    from tpo_core import policy as P
+
+    name = preset.policy.split(":", 1)[1]
+    configs = {"embedded": P.EMBEDDED, "smoke": P.SMOKE}
+    if name not in configs:
+        raise ValueError(f"unknown SFT policy {preset.policy!r}; choose one of {sorted('sft:' + c for c in configs)}")
+    return configs[name]
+
+
+def build_sources(preset: Preset, *, model_paths: dict | None = None, progress: bool = False) -> dict:
+    """The preset's source rewards by arm name (``preset.sources`` specs, models resolved offline)."""
+    from tpo_core.sources import make_source
+
+    model_paths = dict(model_paths or {})
+    out = {}
+    for arm, spec in preset.sources.items():
+        spec = dict(spec)
+        kind = spec.pop("kind")
+        if "model_path" in spec:
+            spec["model_path"], local = _resolve(spec["model_path"], model_paths)
+            if not local:
+                raise FileNotFoundError(f"source {arm!r}: {spec['model_path']!r} is not a local folder; pass "
+                                        "model_paths={hub_id: local_dir} (the Hub is not reachable offline)")
+        out[arm] = make_source(kind, progress=progress, **spec)
+    return out
+
+
+def build_gold(preset: Preset, *, model_paths: dict | None = None, progress: bool = False):
+    """The simulated human: mpnet similarity (``"mpnet"``) or a sequence-classification reward model."""
+    from tpo_core.oracle import GoldReward, RewardModelGold
+
+    if preset.gold == "mpnet":
+        return GoldReward(progress=progress)
+    path, local = _resolve(preset.gold, dict(model_paths or {}))
+    return RewardModelGold(path, local_files_only=local, progress=progress)
+
+
+def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = "results",
+               model_paths: dict | None = None, progress: bool = False, with_models: bool = True,
+               **overrides) -> Study:
+    """Everything a notebook needs for ``preset`` (a name, with optional field ``overrides``, or a Preset).
+
+    Bad input fails before any compute: an unknown preset or source, a missing model file (with the pip
+    command that installs it), a checksum mismatch. π_0 ``sft:<config>`` is trained once and cached in
+    ``$TPO_CORE_CACHE/policies`` keyed by its config and the SFT data's checksum. ``model_paths`` maps the
+    Hub ids of a preset to local folders (how the ``paper`` preset's wiring is tested, and how GPU users
+    with a local mirror run it).
+    """
+    from tpo_core.assets import cache_root
+    from tpo_core.policy import read_manifest, train_sft
+
+    preset = preset if isinstance(preset, Preset) else get_preset(preset, **overrides)
+    model_paths = dict(model_paths or {})
+    sft, online, test = _splits(preset, model_paths)
+    if len(online) == 0 or len(test) == 0:
+        raise ValueError(f"preset {preset.name!r}: an empty online or test split")
+    test = sample_prompts(test, min(preset.n_test_prompts, len(test)), np.random.default_rng(0))
+    test = test.reset_index(drop=True)
+    sources = build_sources(preset, model_paths=model_paths, progress=progress) if with_models else {}
+    gold = build_gold(preset, model_paths=model_paths, progress=progress) if with_models else None
+    root = Path(results_root) / preset.name
+    study = Study(preset, root, online.reset_index(drop=True), test, sources, gold, model_paths=model_paths)
+    if preset.policy.startswith("sft:"):
+        config = _policy_config(preset)
+        cache = cache_root() / "policies"
+        train_sft(config, sft, cache_dir=cache, progress=progress)
+        from tpo_core.policy import cache_key, data_sha256
+
+        study.pi0_dir = cache / f"{config.name}-{cache_key(config, data_sha256(sft))}"
+        study.pi0_manifest = read_manifest(cache, config, sft) or {}
+    else:
+        study.pi0_source, _ = _resolve(preset.policy, model_paths)
+    root.mkdir(parents=True, exist_ok=True)
+    return study
+
+
+# --------------------------------------------------------------------------------- notebook 01: sources
+def pi0_quality(study: Study, *, n_docs: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """ROUGE-L F1 (rouge-score, stemmed) and r* of π_0 (greedy and sampled) and the lead-8 baseline.
+
+    On the first ``n_docs`` test prompts (default all of ``study.test``), as issue 5 asks: is π_0 writing
+    document-specific synopses, and how far is it from the trivial lead-8-words baseline?
+    """
+    from rouge_score import rouge_scorer
+
+    p = study.preset
+    test = study.test if n_docs is None else study.test.iloc[:n_docs]
+    docs, refs = [p.prompt_prefix + d for d in test.document], list(test.summary)
+    pol = study.new_pi0()
+    systems = {
+        "pi_0 greedy": pol.greedy(docs, max_new_tokens=p.max_new_tokens),
+        "pi_0 sampled": [r[0] for r in pol.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                                                  generator=torch.Generator().manual_seed(seed))],
+        "lead-8": [lead_baseline(d) for d in test.document],
+    }
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rows = []
+    for name, outs in systems.items():
+        rouge = [scorer.score(r, o)["rougeL"].fmeasure for r, o in zip(refs, outs)]
+        gold = study.gold.score(docs, outs, refs)
+        rows.append({"system": name, "rouge_l": float(np.mean(rouge)), "gold": float(np.mean(gold)),
+                     "distinct": len(set(outs)) / len(outs), "n_docs": len(outs), "example": outs[0]})
+    return pd.DataFrame(rows)
+
+
+def _mean_spearman(source: np.ndarray, gold: np.ndarray) -> tuple[float, int]:
+    """Mean over prompts of the Spearman correlation between a source and r* (constant prompts skipped)."""
+    rhos = []
+    for s, g in zip(source, gold):
+        if np.ptp(s) > 0 and np.ptp(g) > 0:
+            rhos.append(stats.spearmanr(s, g).statistic)
+    return (float(np.mean(rhos)) if rhos else float("nan")), len(rhos)
+
+
+def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progress: bool = False
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each source's quality, measured as the paper ranks them (notebook 01); cached in ``sources.csv``.
+
+    On ``n_prompts`` online prompts, π_0 draws a pool of ``preset.pool_size`` responses and one more
+    response (the π_0 competitor). Per source: the mean per-prompt Spearman correlation with r* over the
+    pool; the value under r* of its Best-of-N policy (the mean r* of its top-1 response); and that policy's
+    win rate against π_0 (ties 1/2). π_0's own value (``value_gold`` of the row ``pi_0``) and an oracle
+    Best-of-N under r* itself (``gold-best-of-n``, an upper bound) are added for reference.
+    Returns (sources frame, per-prompt frame).
+    """
+    path = study.root / "sources.csv"
+    detail_path = study.root / "source_prompts.csv"
+    key = f"n{n_prompts}-s{seed}-pool{study.preset.pool_size}-{','.join(study.sources)}"
+    if path.exists() and detail_path.exists():
+        df = pd.read_csv(path)
+        if "key" in df and (df["key"] == key).all():
+            return df.drop(columns="key"), pd.read_csv(detail_path)
+    p = study.preset
+    prompts = sample_prompts(study.online, n_prompts, np.random.default_rng([seed, 1]))
+    docs = [p.prompt_prefix + d for d in prompts.document]
+    refs = list(prompts.summary)
+    pol = study.new_pi0()
+    gen = torch.Generator().manual_seed(seed)
+    pools = pol.sample(docs, p.pool_size, temperature=p.temperature, max_new_tokens=p.max_new_tokens, generator=gen)
+    rivals = [r[0] for r in pol.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                                       generator=gen)]
+    rep = lambda xs: [x for x in xs for _ in range(p.pool_size)]  # noqa: E731
+    flat = [r for pool in pools for r in pool]
+    gold = study.gold.score(rep(docs), flat, rep(refs)).reshape(n_prompts, p.pool_size)
+    gold_rival = study.gold.score(docs, rivals, refs)
+    rows, detail = [], {"prompt": list(prompts.index), "pi0_gold": gold_rival}
+    candidates = dict(study.sources)
+    for name in tqdm([*candidates, "gold-best-of-n"], desc="sources", disable=not progress):
+        scores = gold if name == "gold-best-of-n" else np.asarray(
+            candidates[name].score(rep(docs), flat, rep(refs))).reshape(n_prompts, p.pool_size)
+        top = best_of_n(scores, 1)[:, 0]
+        value = gold[np.arange(n_prompts), top]
+        rho, n_ok = _mean_spearman(scores, gold)
+        rows.append({"source": name, "spearman_gold": rho, "value_gold": float(value.mean()),
+                     "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(value, gold_rival).mean()),
+                     "n_prompts": n_prompts, "n_prompts_spearman": n_ok})
+        detail[f"{name}_gold"] = value
+    lead = study.gold.score(docs, [lead_baseline(d) for d in prompts.document], refs)
+    detail["lead8_gold"] = lead
+    rows.append({"source": "pi_0", "spearman_gold": float("nan"), "value_gold": float(gold_rival.mean()),
+                 "win_rate_vs_pi0": 0.5, "n_prompts": n_prompts, "n_prompts_spearman": 0})
+    rows.append({"source": "lead-8", "spearman_gold": float("nan"), "value_gold": float(lead.mean()),
+                 "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(lead, gold_rival).mean()),
+                 "n_prompts": n_prompts, "n_prompts_spearman": 0})
+    df = pd.DataFrame(rows)
+    write_csv(pd.DataFrame(detail), detail_path)
+    write_csv(df.assign(key=key), path)
+    return df, pd.DataFrame(detail)
+
+
+def choose_worst_best(study: Study) -> tuple[str, str]:
+    """The arms of exploit-worst and exploit-best: the preset's, or the lowest/highest measured value."""
+    p = study.preset
+    if p.worst_source is not None and p.best_source is not None:
+        return p.worst_source, p.best_source
+    path = study.root / "sources.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run notebook 01 (measure_sources) first")
+    df = pd.read_csv(path)
+    df = df[df.source.isin(list(study.arms))].sort_values("value_gold")
+    if df.empty:
+        raise ValueError(f"{path} measures none of the preset's arms {list(study.arms)}")
+    return p.worst_source or df.source.iloc[0], p.best_source or df.source.iloc[-1]
+
+
+# ------------------------------------------------------------------------------ notebooks 02-03: runs
+def _preference_config(preset: Preset, run_spec: Run, seed: int):
+    from tpo_core.trainer import PreferenceConfig
+
+    steps = preset.epochs * math.ceil(preset.prompts_per_iteration / preset.batch_size)
+    return PreferenceConfig(loss_type="dpo", beta=preset.beta, lr=preset.learning_rate, epochs=preset.epochs,
+                            batch_size=preset.batch_size, grad_accum=1, reference=run_spec.reference,
+                            warmup_steps=max(1, round(0.2 * steps)), seed=seed,
+                            max_prompt_tokens=preset.max_input_tokens, max_response_tokens=preset.max_new_tokens + 1,
+                            progress=False)
+
+
+def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[str, pd.DataFrame]:
+    """All iterations of run ``name`` (:data:`RUNS`) for ``seed``; resumes from its checkpoints."""
+    from tpo_core.trainer import PreferenceTrainer
+
+    if name not in RUNS:
+        raise ValueError(f"unknown run {name!r}; choose one of {sorted(RUNS)}")
+    spec = RUNS[name]
+    worst = best = None
+    if spec.method in ("exploit-worst", "exploit-best"):
+        worst, best = choose_worst_best(study)
+    pol = study.new_pi0()
+    ref_model = study.new_pi0().model if spec.reference == "initial" else None
+    trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(study.preset, spec, seed),
+                                ref_model=ref_model)
+    out_dir = study.run_dir(name, seed)
+    result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
+                        sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
+                        best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
+                        progress=progress)
+    result["arms"]["method"] = name
+    write_csv(result["arms"], out_dir / "arms.csv")
+    return result
+
+
+def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.DataFrame:
+    """:func:`run` for every run name and seed (default: the preset's seeds); merges ``arms.csv``.
+
+    ``results/<preset>/arms.csv`` keeps the rows of runs not in ``names`` (notebooks 02 and 03 each add
+    theirs). Returns this call's arms rows.
+    """
+    names = list(names)
+    for n in names:
+        if n not in RUNS:
+            raise ValueError(f"unknown run {n!r}; choose one of {sorted(RUNS)}")
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    jobs = [(n, s) for n in names for s in seeds]
+    frames = []
+    for n, s in tqdm(jobs, desc="runs", disable=not progress):
+        frames.append(run(study, n, s)["arms"])
+    arms = pd.concat(frames, ignore_index=True)
+    path = study.root / "arms.csv"
+    old = pd.read_csv(path, dtype={"arm": str}, keep_default_na=False) if path.exists() else None
+    if old is not None:
+        old = old[~old.method.isin(names)]
+        arms_all = pd.concat([old, arms], ignore_index=True)
+    else:
+        arms_all = arms
+    write_csv(arms_all[["method", "seed", "iteration", "arm", "pulls", "wins"]], path)
+    return arms[["method", "seed", "iteration", "arm", "pulls", "wins"]]
+
+
+def training_logs(study: Study, names, seeds=None) -> pd.DataFrame:
+    """The per-step trainer logs of every finished iteration (method and seed columns added)."""
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    frames = []
+    for n in names:
+        for s in seeds:
+            for log in sorted(study.run_dir(n, s).glob("iter_*/logs.csv")):
+                frames.append(pd.read_csv(log).assign(method=n, seed=s))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def records(study: Study, names, seeds=None) -> pd.DataFrame:
+    """The per-prompt records (arm, win, gold of the best and worst candidate) of every finished iteration."""
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    frames = []
+    for n in names:
+        for s in seeds:
+            for f in sorted(study.run_dir(n, s).glob("records_iter_*.csv")):
+                frames.append(pd.read_csv(f, dtype={"arm": str}, keep_default_na=False).assign(method=n, seed=s))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ------------------------------------------------------------------------------- notebook 04: evaluation
+def _gold_on_test(study: Study, policy, seed: int) -> np.ndarray:
+    """Gold reward of one response per test prompt, sampled at the preset's temperature.
+
+    The sampling generator is seeded by ``seed`` alone, so two policies evaluated for the same seed share
+    their random numbers (common random numbers: less noise in their paired comparison).
+    """
+    p = study.preset
+    docs = [p.prompt_prefix + d for d in study.test.document]
+    gen = torch.Generator().manual_seed(10_000 + int(seed))
+    responses = [r[0] for r in policy.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                                             generator=gen)]
+    return np.asarray(study.gold.score(docs, responses, list(study.test.summary)), dtype=float)
+
+
+def _eval_path(study: Study, name: str, seed: int) -> Path:
+    return study.root / "eval" / name / f"seed_{seed}.csv"
+
+
+def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
+    """π_0's test gold rewards for each evaluation seed, cached (columns seed, prompt, gold)."""
+    frames = []
+    for s in seeds:
+        path = _eval_path(study, "pi_0", s)
+        if not path.exists():
+            g = _gold_on_test(study, study.new_pi0(), s)
+            write_csv(pd.DataFrame({"seed": s, "iteration": 0, "prompt": np.arange(len(g)), "gold": g}), path)
+        frames.append(pd.read_csv(path))
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False) -> pd.DataFrame:
+    """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, gold).
+
+    Cached per seed in ``eval/<run>/seed_<s>.csv`` and recomputed when a new iteration has finished.
+    """
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    frames = []
+    for s in tqdm(seeds, desc=f"evaluate {name}", disable=not progress):
+        out_dir, path = study.run_dir(name, s), _eval_path(study, name, s)
+        done = sorted(int(d.name.split("_")[1]) for d in out_dir.glob("iter_*") if d.is_dir()
+                      and d.name.split("_")[1].isdigit())
+        old = pd.read_csv(path) if path.exists() else None
+        have = set() if old is None else set(old.iteration)
+        new = []
+        for k in done:
+            if k in have:
+                continue
+            pol = study.new_pi0()
+            with _quiet_load():
+                saved = type(pol.model).from_pretrained(out_dir / f"iter_{k}")
+            pol.model.load_state_dict(saved.state_dict())
+            g = _gold_on_test(study, pol, s)
+            new.append(pd.DataFrame({"seed": s, "iteration": k, "prompt": np.arange(len(g)), "gold": g}))
+        if new:
+            old = pd.concat([f for f in (old, *new) if f is not None], ignore_index=True)
+            old = old.sort_values(["iteration", "prompt"]).reset_index(drop=True)
+            write_csv(old, path)
+        if old is not None:
+            frames.append(old)
+    if not frames:
+        raise FileNotFoundError(f"run {name!r} has no finished iteration for seeds {seeds}: train it first")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _matrix(df: pd.DataFrame, iteration: int, seeds) -> np.ndarray:
+    """Gold rewards of one iteration as (n_seeds, n_prompts), seeds in ``seeds`` order."""
+    sub = df[df.iteration == iteration]
+    rows = []
+    for s in seeds:
+        g = sub[sub.seed == s].sort_values("prompt").gold.to_numpy()
+        if g.size == 0:
+            raise ValueError(f"no evaluation for seed {s} at iteration {iteration}: run that seed first")
+        rows.append(g)
+    return np.stack(rows)
+
+
+def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo", baselines=None,
+           seeds=None, rng: np.random.Generator | None = None, n_boot: int = 2000) -> pd.DataFrame:
+    """Win rate (%) of ``method`` against each baseline at each iteration: Table 1, paired by seed.
+
+    ``evals``: run name -> :func:`evaluate_run` frame. Columns ``baseline, iteration, win_rate_mean, ci_low,
+    ci_high, n_seeds, p_improve`` (t-interval across seeds, probability of improvement of the seeds' mean
+    gold) plus the stratified-bootstrap interval ``boot_low, boot_high`` and ``n_prompts``.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    baselines = [b for b in (baselines or [m for m in METHODS if m != method]) if b in evals]
+    rows = []
+    for b in baselines:
+        for k in range(1, study.preset.n_iterations + 1):
+            a_k, b_k = _matrix(evals[method], k, seeds), _matrix(evals[b], k, seeds)
+            r = evaluation.summarize_win_rate(a_k, b_k, rng, n_boot=n_boot)
+            rows.append({"baseline": b, "iteration": k, **r})
+    cols = ["baseline", "iteration", "win_rate_mean", "ci_low", "ci_high", "n_seeds", "p_improve",
+            "boot_low", "boot_high", "n_prompts"]
+    return evaluation.as_frame(rows)[cols]
+
+
+def win_rates_vs_pi0(study: Study, evals: dict[str, pd.DataFrame], pi0: pd.DataFrame, *, seeds=None,
+                     rng: np.random.Generator | None = None, n_boot: int = 1000) -> pd.DataFrame:
+    """Win rate (%) of every run at every iteration against π_0 (same prompts and sampling seeds)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    rows = []
+    for name, df in evals.items():
+        s = [x for x in (study.preset.seeds if seeds is None else seeds) if x in set(df.seed)]
+        base = _matrix(pi0, 0, s)
+        for k in sorted(set(df.iteration)):
+            r = evaluation.summarize_win_rate(_matrix(df, k, s), base, rng, n_boot=n_boot)
+            rows.append({"method": name, "iteration": int(k), **r})
+    return evaluation.as_frame(rows)
