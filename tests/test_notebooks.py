@@ -26,6 +26,11 @@ def quick_run(tmp_path_factory):
     return tmp, book, manifests
 
 
+#: Chapters that draw no random numbers of their own (06 reads presets and results; the benchmark seeds its
+#: model inside tpo_core.bench), so they have no seed parameter.
+NO_RANDOMNESS = {"06_differences", "A1_bench"}
+
+
 @pytest.mark.parametrize("spec", reproduce.NOTEBOOKS, ids=lambda s: s.name)
 def test_notebook_has_exactly_one_parameters_cell(spec):
     nb = jupytext.read(ROOT / "notebooks" / f"{spec.name}.md")
@@ -33,7 +38,9 @@ def test_notebook_has_exactly_one_parameters_cell(spec):
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     assert first_code is tagged[0]
-    assert "seed" in tagged[0].source and "results_dir" in tagged[0].source
+    assert "results_dir" in tagged[0].source
+    if spec.name not in NO_RANDOMNESS:
+        assert "seed" in tagged[0].source
 
 
 def test_notebooks_run_clean(quick_run):

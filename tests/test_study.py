@@ -167,3 +167,48 @@ def test_reward_model_gold_scores_the_chat_text(paper_stand_ins):
     assert "<assistant> on the mat" in rm.chat_text("the cat sat", "on the mat")
     with pytest.raises(ValueError, match="positive integer"):
         RewardModelGold(rm_dir, batch_size=0)
+
+
+def test_seq2seq_logprob_source_is_the_policy_log_likelihood(paper_stand_ins, smoke):
+    import torch
+
+    from tpo_core.policy import Policy
+    from tpo_core.sources import make_source
+
+    t5_dir = paper_stand_ins["google-t5/t5-base"]
+    docs = list(smoke.online.document.iloc[:3])
+    resp = ["library for python", "a tool", ""]
+    summed = make_source("seq2seq-logprob", model_path=t5_dir, batch_size=2, progress=False)
+    mean = make_source("seq2seq-logprob", model_path=t5_dir, reduction="mean", progress=False)
+    pol = Policy.from_pretrained(t5_dir)
+    with torch.no_grad():
+        direct = pol.sequence_logprobs(docs, resp).double().numpy()
+    s = summed.score(docs, resp, ["x"] * 3)
+    np.testing.assert_allclose(s, direct, rtol=1e-5)
+    n_tokens = [len(pol.tokenizer(r)["input_ids"]) for r in resp]  # EOS included
+    np.testing.assert_allclose(mean.score(docs, resp, ["x"] * 3), direct / n_tokens, rtol=1e-5)
+    assert (s < 0).all() and n_tokens[2] == 1  # the empty response is scored by its EOS alone
+
+
+def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
+    S.measure_sources(smoke, n_prompts=6, seed=0)
+    seed = smoke.preset.seeds[0]
+    S.run(smoke, "tpo", seed)
+    from tpo_core import trainer
+
+    trained = []
+    real = trainer.PreferenceTrainer.train_iteration
+
+    def spy(self, pairs, out_dir, iteration):
+        trained.append(iteration)
+        return real(self, pairs, out_dir, iteration)
+
+    monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration", spy)
+    S.run(smoke, "tpo-carried", seed)
+    assert 1 not in trained and trained  # iteration 1 copied from TPO, later ones trained
+    a = pd.read_csv(smoke.run_dir("tpo", seed) / "records_iter_1.csv", keep_default_na=False)
+    b = pd.read_csv(smoke.run_dir("tpo-carried", seed) / "records_iter_1.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(a, b)
+    trained.clear()
+    S.run(smoke, "tpo-thompson", seed)  # a different selector: iteration 1 differs, so it is trained
+    assert 1 in trained

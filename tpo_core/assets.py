@@ -403,7 +403,7 @@ def _quiet_transformers(quiet: bool):
     if not quiet:
         yield
         return
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 

@@ -160,6 +160,12 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dict, gold, seed: int,
                out_dir, worst: str | None = None, best: str | None = None,
                selector_policy: str = "paper-ucb", carry_stats: bool = False,
@@ -170,8 +176,10 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     collects and labels them (:func:`collect_iteration`), and trains with ``trainer``
     (a :class:`tpo_core.trainer.PreferenceTrainer` wrapping ``policy.model``), which checkpoints to
     ``out_dir/iter_k``. The per-prompt records are written (atomically) before training; an iteration
-    whose checkpoint and records exist is loaded, not redone. The selector's statistics restart every
-    iteration (the authors) unless ``carry_stats``.
+    whose checkpoint and records exist is loaded, not redone, and the selector's state after it
+    (``selector_state_iter_k.json``: statistics and random-number state) is restored, so a resumed run
+    continues exactly as an uninterrupted one. The selector's statistics restart every iteration (the
+    authors) unless ``carry_stats``.
     Returns ``arms`` (method, seed, iteration, arm, pulls, wins), ``records`` and ``logs`` frames.
     """
     out_dir = Path(out_dir)
@@ -186,8 +194,9 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
             trainer.load_weights(ckpt)
             records = pd.read_csv(records_path, dtype={"arm": str}, keep_default_na=False)  # "null" stays
             logs = pd.read_csv(ckpt / "logs.csv")
-            if carry_stats and state_path.exists():
-                selector.load_state_dict(json.loads(state_path.read_text()))
+            state_k = out_dir / f"selector_state_iter_{k}.json"
+            if state_k.exists():  # statistics (used if carried) and random state, as after iteration k
+                selector.load_state_dict(json.loads(state_k.read_text()))
         else:
             if not carry_stats:
                 selector.reset()
@@ -200,7 +209,9 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
                 progress=progress)
             records.insert(0, "iteration", k)
             _write_csv(records, records_path)
-            state_path.write_text(json.dumps(selector.state_dict()))
+            state = json.dumps(selector.state_dict())
+            _write_text(state, out_dir / f"selector_state_iter_{k}.json")
+            _write_text(state, state_path)
             logs = trainer.train_iteration(pairs, out_dir, k)
         all_records.append(records)
         all_logs.append(logs)

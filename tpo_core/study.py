@@ -356,6 +356,31 @@ def _preference_config(preset: Preset, run_spec: Run, seed: int):
                             progress=False)
 
 
+def _share_first_iteration(study: Study, name: str, spec: Run, seed: int, out_dir: Path) -> None:
+    """Reuse TPO's finished iteration 1 for a variant whose iteration 1 is the same computation.
+
+    With ``reference="initial"`` the reference of iteration 1 is π_0, which is also the previous iterate;
+    with ``carry_stats`` nothing is carried into iteration 1. Same seed, same prompts, same selector: the
+    first iteration is TPO's own, so its checkpoint, records and selector state are copied, not recomputed.
+    """
+    import shutil
+
+    base = RUNS["tpo"]
+    if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector:
+        return
+    src = study.run_dir("tpo", seed)
+    files = [src / "iter_1", src / "records_iter_1.csv", src / "selector_state_iter_1.json"]
+    if (out_dir / "iter_1").exists() or not all(f.exists() for f in files):
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(files[1], out_dir / files[1].name)
+    shutil.copy2(files[2], out_dir / files[2].name)
+    tmp = out_dir / ".iter_1.copy"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(files[0], tmp)
+    os.replace(tmp, out_dir / "iter_1")  # the checkpoint appears last, whole
+
+
 def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[str, pd.DataFrame]:
     """All iterations of run ``name`` (:data:`RUNS`) for ``seed``; resumes from its checkpoints."""
     from tpo_core.trainer import PreferenceTrainer
@@ -371,6 +396,7 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(study.preset, spec, seed),
                                 ref_model=ref_model)
     out_dir = study.run_dir(name, seed)
+    _share_first_iteration(study, name, spec, seed, out_dir)
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
                         sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
                         best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
