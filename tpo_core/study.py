@@ -433,26 +433,22 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     return arms[["method", "seed", "iteration", "arm", "pulls", "wins"]]
 
 
+def _gather(study: Study, names, seeds, pattern: str, **read_kw) -> pd.DataFrame:
+    """Concatenate the CSV files matching ``pattern`` in each run's folder, with method and seed columns."""
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    frames = [pd.read_csv(f, **read_kw).assign(method=n, seed=s)
+              for n in names for s in seeds for f in sorted(study.run_dir(n, s).glob(pattern))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def training_logs(study: Study, names, seeds=None) -> pd.DataFrame:
     """The per-step trainer logs of every finished iteration (method and seed columns added)."""
-    seeds = list(study.preset.seeds if seeds is None else seeds)
-    frames = []
-    for n in names:
-        for s in seeds:
-            for log in sorted(study.run_dir(n, s).glob("iter_*/logs.csv")):
-                frames.append(pd.read_csv(log).assign(method=n, seed=s))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _gather(study, names, seeds, "iter_*/logs.csv")
 
 
 def records(study: Study, names, seeds=None) -> pd.DataFrame:
     """The per-prompt records (arm, win, gold of the best and worst candidate) of every finished iteration."""
-    seeds = list(study.preset.seeds if seeds is None else seeds)
-    frames = []
-    for n in names:
-        for s in seeds:
-            for f in sorted(study.run_dir(n, s).glob("records_iter_*.csv")):
-                frames.append(pd.read_csv(f, dtype={"arm": str}, keep_default_na=False).assign(method=n, seed=s))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _gather(study, names, seeds, "records_iter_*.csv", dtype={"arm": str}, keep_default_na=False)
 
 
 # ------------------------------------------------------------------------------- notebook 04: evaluation
