@@ -57,4 +57,4 @@ def check_book(session: nox.Session) -> None:
     Needs Chromium: /usr/bin/chromium or $CHROMIUM.
     """
     _install(session)
-    session.run("python", "-m", "tpo_core.browser_check", "book/_build/html", *session.posargs)
+    session.run("python", "-m", "tpo_core.browser_check", "book/_build/html", "--strict-js", *session.posargs)

@@ -37,7 +37,8 @@ SKIPPED_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 #: builder starts (``None`` vs ``''`` filenames defeat its de-duplication), and sphinx-thebe's
 #: body declares ``const THEBE_JS_URL``, so the second copy is a SyntaxError. Harmless (the first
 #: copy ran; thebe is off). Ignored by default and still reported (``ignored_js_errors``);
-#: ``ignore_js_errors=()`` / ``--strict-js`` counts them.
+#: ``ignore_js_errors=()`` / ``--strict-js`` counts them. This project's book removes the duplicate
+#: (``book/_ext/dedup_scripts.py``), so its own checks run strict.
 KNOWN_JS_ERRORS = (r"^SyntaxError: Identifier 'THEBE_JS_URL' has already been declared\b",)
 
 #: What the page reports, computed in the page after its load event (``__MATH_MS__`` is replaced).
