@@ -34,6 +34,16 @@ def test_bad_input_fails_before_compute(tmp_path):
         S.build_sources(get_preset("smoke", sources={"x": {"kind": "nope"}}))
     with pytest.raises(FileNotFoundError, match="not a local folder"):
         S.build_sources(get_preset("paper"))
+    with pytest.raises(ValueError, match="sources must be"):
+        S.load_study("smoke", results_root=tmp_path, sources="some")
+    bare = S.load_study("smoke", results_root=tmp_path, sources="none")
+    assert bare.sources == {} and bare.gold is not None
+    with pytest.raises(ValueError, match="without its sources"):
+        S.run(bare, "tpo", 0)
+    # "arms" builds only the preset's arms (the embedded LLM sources are measured in 01, not arms)
+    arms_only = S.load_study("smoke", results_root=tmp_path, sources="arms", arms=("rougeLsum",))
+    assert set(arms_only.sources) == {"rougeLsum"} == set(arms_only.arms)
+    assert set(S.load_study("smoke", results_root=tmp_path, arms=("rougeLsum",)).sources) == {"rougeLsum", "bertscore"}
 
 
 def test_measure_sources_ranks_and_caches(smoke):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -198,15 +198,18 @@ def build_gold(preset: Preset, *, model_paths: dict | None = None, progress: boo
 
 def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = "results",
                model_paths: dict | None = None, progress: bool = False, with_models: bool = True,
-               **overrides) -> Study:
+               sources: str = "all", **overrides) -> Study:
     """Everything a notebook needs for ``preset`` (a name, with optional field ``overrides``, or a Preset).
 
     Bad input fails before any compute: an unknown preset or source, a missing model file (with the pip
     command that installs it), a checksum mismatch. π_0 ``sft:<config>`` is trained once and cached in
     ``$TPO_CORE_CACHE/policies`` keyed by its config and the SFT data's checksum. ``model_paths`` maps the
     Hub ids of a preset to local folders (how the ``paper`` preset's wiring is tested, and how GPU users
-    with a local mirror run it).
+    with a local mirror run it). ``sources``: build ``"all"`` the preset's sources (notebook 01), only its
+    ``"arms"`` (the runs), or ``"none"`` (evaluation needs only the human).
     """
+    if sources not in ("all", "arms", "none"):
+        raise ValueError(f"sources must be 'all', 'arms' or 'none', got {sources!r}")
     from tpo_core.assets import cache_root
     from tpo_core.policy import read_manifest, train_sft
 
@@ -217,10 +220,14 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
         raise ValueError(f"preset {preset.name!r}: an empty online or test split")
     test = sample_prompts(test, min(preset.n_test_prompts, len(test)), np.random.default_rng(0))
     test = test.reset_index(drop=True)
-    sources = build_sources(preset, model_paths=model_paths, progress=progress) if with_models else {}
+    wanted = preset
+    if sources == "arms" and preset.arms is not None:
+        wanted = replace(preset, sources={a: preset.sources[a] for a in preset.arms})
+    built = (build_sources(wanted, model_paths=model_paths, progress=progress)
+             if with_models and sources != "none" else {})
     gold = build_gold(preset, model_paths=model_paths, progress=progress) if with_models else None
     root = Path(results_root) / preset.name
-    study = Study(preset, root, online.reset_index(drop=True), test, sources, gold, model_paths=model_paths)
+    study = Study(preset, root, online.reset_index(drop=True), test, built, gold, model_paths=model_paths)
     if preset.policy.startswith("sft:"):
         config = _policy_config(preset)
         cache = cache_root() / "policies"
@@ -388,6 +395,8 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     if name not in RUNS:
         raise ValueError(f"unknown run {name!r}; choose one of {sorted(RUNS)}")
     spec = RUNS[name]
+    if not study.arms:
+        raise ValueError("this study was loaded without its sources (sources='none'); load it with 'arms'")
     worst = best = None
     if spec.method in ("exploit-worst", "exploit-best"):
         worst, best = choose_worst_best(study)
