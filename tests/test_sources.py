@@ -107,7 +107,7 @@ def test_length_mismatch_and_types(name):
 
 
 def test_registry():
-    assert SOURCE_NAMES == ("rougeLsum", "bertscore", "llm-logprob")
+    assert SOURCE_NAMES == ("rougeLsum", "bertscore", "llm-logprob", "seq2seq-logprob")
     with pytest.raises(ValueError, match="unknown source 'bleu'"):
         make_source("bleu")
 
