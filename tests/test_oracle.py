@@ -166,3 +166,14 @@ def test_label_bradley_terry_validation():
         label_bradley_terry([1.0], [0.0], rng, scale=-1.0)
     with pytest.raises(ValueError, match="NaN"):
         label_bradley_terry([np.nan], [0.0], rng)
+
+
+def test_gold_bf16_autocast_is_close_to_fp32_and_deterministic(tiny_encoder):
+    texts = ["the cat sat on the mat", "python library", "blue sky", "a dog is eating food"]
+    fp32 = GoldReward(tiny_encoder, progress=False).encode(texts)
+    bf16 = GoldReward(tiny_encoder, progress=False, autocast_bf16=True)
+    a, b = bf16.encode(texts), bf16.encode(texts)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - fp32).max() < 2e-2  # bf16 keeps ~3 significant digits of unit-norm embeddings
+    assert not np.array_equal(a, fp32)  # the flag really changes the arithmetic
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)

@@ -23,6 +23,11 @@ def test_load_study_smoke(smoke):
     assert smoke.pi0_dir.is_dir() and smoke.pi0_manifest["config"]["name"] == "smoke"
 
 
+def test_gold_autocast_flag_reaches_the_human(tmp_path):
+    assert S.build_gold(get_preset("smoke", gold_autocast_bf16=True)).autocast_bf16
+    assert not S.build_gold(get_preset("smoke")).autocast_bf16
+
+
 def test_bad_input_fails_before_compute(tmp_path):
     with pytest.raises(ValueError, match="unknown preset"):
         S.load_study("nope", results_root=tmp_path)

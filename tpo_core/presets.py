@@ -76,6 +76,9 @@ class Preset:
     """Uniformly random arm choices at the start of each iteration (paper: 200)."""
     n_test_prompts: int = 500
     """Held-out prompts for the win-rate evaluation (paper: 10,000 XSum test prompts)."""
+    gold_autocast_bf16: bool = False
+    """Run the mpnet human under bf16 autocast (``GoldReward(autocast_bf16=True)``): about 1.9x faster on an
+    avx512_bf16 CPU, embeddings within ~1e-3 of fp32. Off: the results in the book are fp32."""
     offline: bool = True
     """True when the preset needs nothing from the Hugging Face Hub."""
     notes: dict = field(default_factory=dict)

@@ -191,7 +191,7 @@ def build_gold(preset: Preset, *, model_paths: dict | None = None, progress: boo
     from tpo_core.oracle import GoldReward, RewardModelGold
 
     if preset.gold == "mpnet":
-        return GoldReward(progress=progress)
+        return GoldReward(progress=progress, autocast_bf16=preset.gold_autocast_bf16)
     path, local = _resolve(preset.gold, dict(model_paths or {}))
     return RewardModelGold(path, local_files_only=local, progress=progress)
 
