@@ -154,10 +154,14 @@ def make_selector(method: str, arms, preset, *, worst: str | None = None, best: 
     return TransferSelector(arms, policy=f"fixed:{fixed[method]}", update_every=preset.update_every, seed=seed)
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` to ``path`` atomically (a temporary file renamed into place), creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     df.to_csv(tmp, index=False)
     os.replace(tmp, path)
+    return path
 
 
 def _write_text(text: str, path: Path) -> None:
@@ -208,7 +212,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
                 seed=1000 * seed + k, temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
                 progress=progress)
             records.insert(0, "iteration", k)
-            _write_csv(records, records_path)
+            write_csv(records, records_path)
             state = json.dumps(selector.state_dict())
             _write_text(state, out_dir / f"selector_state_iter_{k}.json")
             _write_text(state, state_path)

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tpo_core.sources import quiet_loading
+
 __all__ = ["PolicyConfig", "Policy", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key",
            "data_sha256"]
 
@@ -370,7 +372,7 @@ class Policy:
         if not (directory / "policy_config.json").is_file():
             raise FileNotFoundError(f"no saved policy in {directory} (policy_config.json missing)")
         config = PolicyConfig(**json.loads((directory / "policy_config.json").read_text()))
-        with _quiet_load():
+        with quiet_loading():
             model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
             tok = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
         return cls(model.eval(), tok, config)
@@ -386,7 +388,7 @@ class Policy:
         """
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        with _quiet_load():
+        with quiet_loading():
             tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=local_files_only)
             model = AutoModelForSeq2SeqLM.from_pretrained(str(model_path), local_files_only=local_files_only)
         if model.config.decoder_start_token_id != tok.pad_token_id:
@@ -399,21 +401,6 @@ class Policy:
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
         return f"Policy({self.config.name!r}, {n / 1e6:.2f}M parameters, vocab {len(self.tokenizer)})"
-
-
-@contextlib.contextmanager
-def _quiet_load():
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _lr_factor(step: int, config: PolicyConfig) -> float:
@@ -514,7 +501,7 @@ def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress
     every = max(1, config.steps // 50)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=cache_dir))
     try:
-        with _quiet_load():
+        with quiet_loading():
             policy.save(tmp)
         manifest = {"format": CACHE_FORMAT, "config": asdict(config), "data_sha256": sha,
                     "data_rows": len(train_df), "train_wall_s": round(wall, 2),

@@ -56,7 +56,7 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("01_source_rms", quick={"preset": "smoke", "n_prompts": 4, "n_quality": 8}),
     NotebookSpec("02_baselines", quick={"preset": "smoke"}),
     NotebookSpec("03_empirical_tpo", quick={"preset": "smoke", "ablation_seeds": 1}),
-    NotebookSpec("04_table1", quick={"preset": "smoke", "n_boot": 200}),
+    NotebookSpec("04_table1", quick={"preset": "smoke", "ablation_seeds": 1, "n_boot": 200}),
     NotebookSpec("06_differences", quick={"preset": "smoke"}),
     NotebookSpec("A1_bench", quick={"bench_args": ["--tiny", "--rounds", "1", "--steps", "1"], "reuse": False}),
 ]

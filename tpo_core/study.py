@@ -36,10 +36,9 @@ from tqdm import tqdm
 
 from tpo_core import evaluation
 from tpo_core.data import lead_baseline, sample_prompts
-from tpo_core.empirical import METHODS, run_method
-from tpo_core.policy import _quiet_load
+from tpo_core.empirical import METHODS, run_method, write_csv
 from tpo_core.presets import Preset, get_preset
-from tpo_core.sources import best_of_n
+from tpo_core.sources import best_of_n, quiet_loading
 
 __all__ = ["RUNS", "Run", "Study", "load_study", "measure_sources", "choose_worst_best", "run", "run_all",
            "evaluate_run", "evaluate_pi0", "table1", "win_rates_vs_pi0", "write_csv"]
@@ -71,16 +70,6 @@ RUNS: dict[str, Run] = {
 }
 
 
-def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` to ``path`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
-
-
 # ------------------------------------------------------------------------------------------ components
 @dataclass
 class Study:
@@ -101,6 +90,8 @@ class Study:
     """Cached folder of π_0 (``sft:`` policies); ``None`` for a Hub policy."""
     pi0_source: str | None = None
     """Model folder or Hub id of a pretrained π_0."""
+    pi0_local: bool = True
+    """``pi0_source`` is a local folder (else a Hub id, loaded from the Hub)."""
     pi0_manifest: dict = field(default_factory=dict)
     """π_0's training manifest (wall time, loss curve, ...), empty for a pretrained π_0."""
     model_paths: dict = field(default_factory=dict)
@@ -112,9 +103,7 @@ class Study:
         if self.pi0_dir is not None:
             return Policy.load(self.pi0_dir)
         return Policy.from_pretrained(self.pi0_source, max_source_tokens=self.preset.max_input_tokens,
-                                      max_target_tokens=self.preset.max_new_tokens,
-                                      local_files_only=self.preset.offline or self.pi0_source in
-                                      self.model_paths.values())
+                                      max_target_tokens=self.preset.max_new_tokens, local_files_only=self.pi0_local)
 
     @property
     def arms(self) -> dict:
@@ -237,7 +226,7 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
         study.pi0_dir = cache / f"{config.name}-{cache_key(config, data_sha256(sft))}"
         study.pi0_manifest = read_manifest(cache, config, sft) or {}
     else:
-        study.pi0_source, _ = _resolve(preset.policy, model_paths)
+        study.pi0_source, study.pi0_local = _resolve(preset.policy, model_paths)
     root.mkdir(parents=True, exist_ok=True)
     return study
 
@@ -401,9 +390,9 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     if spec.method in ("exploit-worst", "exploit-best"):
         worst, best = choose_worst_best(study)
     pol = study.new_pi0()
-    ref_model = study.new_pi0().model if spec.reference == "initial" else None
-    trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(study.preset, spec, seed),
-                                ref_model=ref_model)
+    # with reference="initial" the trainer keeps a frozen copy of the model as given: pi_0, since the
+    # trainer is built before run_method loads any finished iteration
+    trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(study.preset, spec, seed))
     out_dir = study.run_dir(name, seed)
     _share_first_iteration(study, name, spec, seed, out_dir)
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
@@ -504,12 +493,12 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
                       and d.name.split("_")[1].isdigit())
         old = pd.read_csv(path) if path.exists() else None
         have = set() if old is None else set(old.iteration)
-        new = []
+        new, pol = [], None
         for k in done:
             if k in have:
                 continue
-            pol = study.new_pi0()
-            with _quiet_load():
+            pol = pol or study.new_pi0()
+            with quiet_loading():
                 saved = type(pol.model).from_pretrained(out_dir / f"iter_{k}")
             pol.model.load_state_dict(saved.state_dict())
             g = _gold_on_test(study, pol, s)

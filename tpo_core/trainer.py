@@ -25,7 +25,6 @@ Read top to bottom: :class:`PreferenceConfig` (one docstring per field, the auth
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -41,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from tpo_core import losses as L
+from tpo_core.sources import quiet_loading
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_logprobs", "latest_checkpoint",
            "LOG_COLUMNS"]
@@ -382,7 +382,7 @@ class PreferenceTrainer:
             final.parent.mkdir(parents=True, exist_ok=True)
             _remove_partial(final)
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=final.parent))
-            with _quiet():
+            with quiet_loading():
                 acc.unwrap_model(self.model).save_pretrained(tmp)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
@@ -395,7 +395,7 @@ class PreferenceTrainer:
     def load_weights(self, path):
         """Load the weights saved in ``path`` (a checkpoint directory) into ``self.model``."""
         model = self.accelerator.unwrap_model(self.model)
-        with _quiet():
+        with quiet_loading():
             saved = type(model).from_pretrained(path, dtype=next(model.parameters()).dtype)
         model.load_state_dict(saved.state_dict())
 
@@ -411,20 +411,6 @@ class PreferenceTrainer:
 def _fusable(model) -> bool:
     """torch's fused AdamW (same update, one kernel per step) runs on CPU and CUDA floating-point parameters."""
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Hide transformers' per-shard progress bars while saving or loading a checkpoint."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def _remove_partial(final: Path):
