@@ -25,7 +25,8 @@ def test_load_study_smoke(smoke):
 
 def test_gold_autocast_flag_reaches_the_human(tmp_path):
     assert S.build_gold(get_preset("smoke", gold_autocast_bf16=True)).autocast_bf16
-    assert not S.build_gold(get_preset("smoke")).autocast_bf16
+    assert not S.build_gold(get_preset("smoke", gold_autocast_bf16=False)).autocast_bf16
+    assert get_preset("embedded").gold_autocast_bf16  # the hour budget relies on it
 
 
 def test_bad_input_fails_before_compute(tmp_path):
@@ -227,3 +228,19 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     trained.clear()
     S.run(smoke, "tpo-thompson", seed)  # a different selector: iteration 1 differs, so it is trained
     assert 1 in trained
+
+    # evaluation: the copied checkpoint reuses TPO's numbers, which a direct evaluation reproduces
+    tpo_eval = S.evaluate_run(smoke, "tpo", [seed])
+    calls = []
+    real_score = smoke.gold.score
+    monkeypatch.setattr(smoke.gold, "score", lambda *a, **k: calls.append(1) or real_score(*a, **k))
+    carried = S.evaluate_run(smoke, "tpo-carried", [seed])
+    assert len(calls) == smoke.preset.n_iterations - 1  # every iteration but the shared first one
+    pd.testing.assert_frame_equal(carried[carried.iteration == 1].reset_index(drop=True),
+                                  tpo_eval[tpo_eval.iteration == 1].reset_index(drop=True))
+    pol = smoke.new_pi0()
+    pol.model.load_state_dict(type(pol.model).from_pretrained(smoke.run_dir("tpo-carried", seed) / "iter_1").state_dict())
+    np.testing.assert_array_equal(S._gold_on_test(smoke, pol, seed), carried[carried.iteration == 1].gold.to_numpy())
+    calls.clear()
+    S.evaluate_run(smoke, "tpo-thompson", [seed])  # its own first iteration: evaluated, not shared
+    assert len(calls) == smoke.preset.n_iterations

@@ -480,10 +480,31 @@ def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _shared_eval(study: Study, name: str, seed: int, iteration: int) -> pd.DataFrame | None:
+    """TPO's evaluation of ``iteration`` when run ``name`` holds the very same checkpoint, else ``None``.
+
+    The variants that share TPO's first iteration (:func:`_share_first_iteration`) hold a byte-identical
+    copy of its weights, and the test samples are seeded by the seed alone, so evaluating the copy would
+    recompute TPO's numbers exactly. The weights' sha256 decides, not the run's name.
+    """
+    from tpo_core.assets import sha256_file
+
+    if name == "tpo":
+        return None
+    path = _eval_path(study, "tpo", seed)
+    mine, theirs = (study.run_dir(n, seed) / f"iter_{iteration}" / "model.safetensors" for n in (name, "tpo"))
+    if not (path.exists() and mine.is_file() and theirs.is_file()) or sha256_file(mine) != sha256_file(theirs):
+        return None
+    old = pd.read_csv(path)
+    rows = old[old.iteration == iteration]
+    return rows.reset_index(drop=True) if len(rows) else None
+
+
 def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False) -> pd.DataFrame:
     """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, gold).
 
-    Cached per seed in ``eval/<run>/seed_<s>.csv`` and recomputed when a new iteration has finished.
+    Cached per seed in ``eval/<run>/seed_<s>.csv`` and recomputed when a new iteration has finished. A
+    checkpoint identical to TPO's (the shared first iteration of some ablations) reuses TPO's evaluation.
     """
     seeds = list(study.preset.seeds if seeds is None else seeds)
     frames = []
@@ -496,6 +517,10 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
         new, pol = [], None
         for k in done:
             if k in have:
+                continue
+            shared = _shared_eval(study, name, s, k)
+            if shared is not None:
+                new.append(shared)
                 continue
             pol = pol or study.new_pi0()
             with quiet_loading():
