@@ -177,3 +177,17 @@ def test_gold_bf16_autocast_is_close_to_fp32_and_deterministic(tiny_encoder):
     assert np.abs(a - fp32).max() < 2e-2  # bf16 keeps ~3 significant digits of unit-norm embeddings
     assert not np.array_equal(a, fp32)  # the flag really changes the arithmetic
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+
+
+def test_gold_bf16_auto_follows_the_cpu(tiny_encoder, monkeypatch):
+    import torch
+
+    from tpo_core import oracle
+    for native in (False, True):
+        for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, f, lambda native=native: native)
+        g = GoldReward(tiny_encoder, progress=False, autocast_bf16="auto")
+        assert g.autocast_bf16 is native and f"autocast_bf16={native}" in repr(g)
+    assert oracle.native_bf16() is True
+    with pytest.raises(ValueError, match="autocast_bf16"):
+        GoldReward(tiny_encoder, progress=False, autocast_bf16="on")

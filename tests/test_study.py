@@ -23,10 +23,20 @@ def test_load_study_smoke(smoke):
     assert smoke.pi0_dir.is_dir() and smoke.pi0_manifest["config"]["name"] == "smoke"
 
 
-def test_gold_autocast_flag_reaches_the_human(tmp_path):
+def test_gold_autocast_flag_reaches_the_human(tmp_path, monkeypatch):
     assert S.build_gold(get_preset("smoke", gold_autocast_bf16=True)).autocast_bf16
     assert not S.build_gold(get_preset("smoke", gold_autocast_bf16=False)).autocast_bf16
-    assert get_preset("embedded").gold_autocast_bf16  # the hour budget relies on it
+    assert get_preset("embedded").gold_autocast_bf16 == "auto"  # the hour budget relies on it
+    import torch
+
+    from tpo_core import oracle
+    for native in (False, True):
+        for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+            monkeypatch.setattr(torch.cpu, f, lambda native=native: native)
+        assert oracle.native_bf16() is native
+        assert S.build_gold(get_preset("smoke", gold_autocast_bf16="auto")).autocast_bf16 is native
+    with pytest.raises(ValueError, match="gold_autocast_bf16"):
+        get_preset("smoke", gold_autocast_bf16="yes")
 
 
 def test_bad_input_fails_before_compute(tmp_path):

@@ -76,11 +76,12 @@ class Preset:
     """Uniformly random arm choices at the start of each iteration (paper: 200)."""
     n_test_prompts: int = 500
     """Held-out prompts for the win-rate evaluation (paper: 10,000 XSum test prompts)."""
-    gold_autocast_bf16: bool = False
-    """Run the mpnet human under bf16 autocast (``GoldReward(autocast_bf16=True)``): about 2.2x faster on an
-    avx512_bf16 CPU (512 synopses: 5.8 s instead of 12.8 s), scores within ~2e-3 of fp32. On by default for
-    ``embedded`` (the human labels every candidate, and is the largest cost of the hour); on a CPU without
-    native bf16 it is correct but slower. Switching it changes the human slightly, so results differ."""
+    gold_autocast_bf16: bool | str = False
+    """Run the mpnet human under bf16 autocast (``GoldReward(autocast_bf16=...)``): ``True``, ``False`` or
+    ``"auto"`` (``embedded``): on when the CPU computes bf16 natively (:func:`tpo_core.oracle.native_bf16`).
+    The human labels every candidate and is the largest cost of the hour; with native bf16 it runs 2x
+    faster, scores within ~2e-3 of fp32; emulated bf16 would be ~4.6x slower than fp32, hence "auto".
+    Switching it changes the human slightly, so results differ."""
     offline: bool = True
     """True when the preset needs nothing from the Hugging Face Hub."""
     notes: dict = field(default_factory=dict)
@@ -112,11 +113,11 @@ _EMBEDDED = Preset(
     learning_rate=1e-3,
     n_test_prompts=200,
     gold="mpnet",
-    gold_autocast_bf16=True,
+    gold_autocast_bf16="auto",
     notes={
         "data": "Debian package descriptions -> one-line synopsis (XSum needs the Hub)",
         "policy": "a small T5 trained once by SFT on 2 CPU cores (T5-small is on the Hub only)",
-        "gold": "all-mpnet-base-v2 similarity to the human synopsis, run in bf16 (the Llama-3 RM is on the Hub only)",
+        "gold": "all-mpnet-base-v2 similarity to the human synopsis, in bf16 on CPUs with native bf16 (the Llama-3 RM is on the Hub only)",
         "sizes": "64 prompts/iteration, pool 16, 5 seeds (3 for ablations), 200 test prompts: an hour on 2 cores",
         "arms": "the LLM sources are measured but not transferred from (too slow to score every iteration)",
         "learning_rate": "1e-3 for the 3M-parameter policy (5e-5 moved it by nothing in a pilot; 3e-3 overshot)",
@@ -210,5 +211,7 @@ def _validate(p: Preset) -> None:
         raise ValueError("seeds must be a non-empty tuple of distinct integers")
     if p.beta <= 0 or p.learning_rate <= 0 or p.temperature <= 0:
         raise ValueError("beta, learning_rate and temperature must be > 0")
+    if p.gold_autocast_bf16 not in (True, False, "auto"):
+        raise ValueError(f"gold_autocast_bf16 must be True, False or 'auto', got {p.gold_autocast_bf16!r}")
     if not 0 <= p.null_value <= 1 or p.bonus < 0 or p.warmup < 0:
         raise ValueError("null_value must lie in [0, 1]; bonus and warmup must be >= 0")
