@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import expit
 from tqdm import tqdm
 
-from tpo_core.sources import _check_inputs, quiet_loading
+from tpo_core.sources import _check_inputs, _check_positive_ints, quiet_loading
 
 __all__ = ["GoldReward", "native_bf16", "RewardModelGold", "label_best_worst", "label_bradley_terry", "bt_probability"]
 
@@ -86,8 +86,7 @@ class GoldReward:
 
         from tpo_core.assets import MINILM_SHA256, ensure_mpnet, sha256_file
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_positive_ints(batch_size=batch_size)
         path = Path(model_path) if model_path is not None else ensure_mpnet()
         if not path.is_dir():
             raise FileNotFoundError(f"gold encoder folder not found: {path} (a local folder is required)")
@@ -232,8 +231,7 @@ class RewardModelGold:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_positive_ints(batch_size=batch_size)
         with quiet_loading(not progress):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=local_files_only)
             self.model = AutoModelForSequenceClassification.from_pretrained(

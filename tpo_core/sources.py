@@ -77,6 +77,13 @@ def _texts(x, what: str) -> list[str]:
     return out
 
 
+def _check_positive_ints(**values) -> None:
+    """Raise ``ValueError`` naming the first keyword whose value is not a positive integer (bools refused)."""
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
+
+
 def _check_inputs(prompts, responses, references) -> tuple[list[str], list[str], list[str]]:
     p, r, f = _texts(prompts, "prompts"), _texts(responses, "responses"), _texts(references, "references")
     if not len(p) == len(r) == len(f):
@@ -183,9 +190,7 @@ class BERTScore(SourceReward):
 
         from tpo_core.assets import minilm_path
 
-        for k, v in (("batch_size", batch_size), ("chunk_size", chunk_size), ("num_layers", num_layers)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"{k} must be a positive integer, got {v!r}")
+        _check_positive_ints(batch_size=batch_size, chunk_size=chunk_size, num_layers=num_layers)
         path = Path(model_path) if model_path is not None else minilm_path()
         if not path.is_dir():
             raise FileNotFoundError(f"BERTScore model folder not found: {path} (a local folder is required; "
@@ -269,8 +274,7 @@ class LLMLogProb(SourceReward):
                  progress: bool = True):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_positive_ints(batch_size=batch_size)
         if "{prompt}" not in template:
             raise ValueError(f"template must contain '{{prompt}}', got {template!r}")
         self.model = model.eval()
@@ -449,8 +453,7 @@ class Seq2SeqLogProb(SourceReward):
 
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_positive_ints(batch_size=batch_size)
         self.policy = Policy.from_pretrained(model_path, max_source_tokens=max_source_tokens,
                                              max_target_tokens=max_target_tokens, local_files_only=local_files_only)
         self.reduction, self.prefix, self.batch_size = reduction, prefix, int(batch_size)
