@@ -404,23 +404,22 @@ _PROBE_TEXT = "Write a one-line summary: libfoo is a small C library for parsing
 
 @contextlib.contextmanager
 def _quiet_transformers(quiet: bool):
-    """Hide transformers' progress bars, including the GGUF dequantisation bar (a bare tqdm), while loading."""
+    """:func:`tpo_core.sources.quiet_loading`, plus the GGUF dequantisation bar (a bare tqdm), while loading."""
+    from tpo_core.sources import quiet_loading
+
     if not quiet:
         yield
         return
     from tqdm import tqdm
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
-    from transformers.utils import logging as hf_logging
 
-    was, bar = hf_logging.is_progress_bar_enabled(), gguf_utils.tqdm
-    hf_logging.disable_progress_bar()
+    bar = gguf_utils.tqdm
     gguf_utils.tqdm = functools.partial(tqdm, disable=True)
     try:
-        yield
+        with quiet_loading():
+            yield
     finally:
         gguf_utils.tqdm = bar
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def _llm_asset(name: str) -> LLMAsset:
@@ -486,8 +485,9 @@ def _convert_gguf(src_dir: Path, gguf_name: str, out_dir: Path, progress: bool) 
     facts = {"architecture": type(model).__name__, "n_parameters": sum(p.numel() for p in model.parameters()),
              "tie_word_embeddings": bool(getattr(model.config, "tie_word_embeddings", False)),
              "eos_token": tok.eos_token, "bos_token": tok.bos_token, "has_chat_template": bool(chat)}
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    with _quiet_transformers(not progress):
+        model.save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
     del model
     with _quiet_transformers(not progress):
         tok2 = AutoTokenizer.from_pretrained(str(out_dir), local_files_only=True)
