@@ -43,7 +43,7 @@ import torch
 
 from tpo_core.sources import quiet_loading
 
-__all__ = ["PolicyConfig", "Policy", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key",
+__all__ = ["PolicyConfig", "Policy", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key", "cache_folder",
            "data_sha256"]
 
 CACHE_FORMAT = 1  # bump when the cache layout or training code changes meaning
@@ -145,6 +145,11 @@ def cache_key(config: PolicyConfig, data_sha: str) -> str:
     data checksum."""
     blob = json.dumps({"format": CACHE_FORMAT, "config": _identity(config), "data": data_sha}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_folder(cache_dir: str | Path, config: PolicyConfig, data_sha: str) -> Path:
+    """Where :func:`train_sft` caches ``pi_0`` for ``config`` and data checksum ``data_sha``."""
+    return Path(cache_dir) / f"{config.name}-{cache_key(config, data_sha)}"
 
 
 def _train_tokenizer(config: PolicyConfig, texts: Sequence[str]):
@@ -466,7 +471,7 @@ def _fit(config: PolicyConfig, documents: list[str], summaries: list[str], progr
 def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress: bool = True) -> Policy:
     """``pi_0``: SFT of a fresh T5 on ``train_df`` (columns ``document``, ``summary``), trained once, cached.
 
-    The cache folder is ``cache_dir/<config.name>-<cache_key(config, data_sha256(train_df))>``; it holds
+    The cache folder is :func:`cache_folder` (``cache_dir/<config.name>-<cache_key(config, data_sha256(train_df))>``); it holds
     the saved policy (:meth:`Policy.save`) and ``manifest.json``: config, data checksum and row count,
     training wall time, final loss (mean of the last 50 steps), loss curve (means over ``loss_every``
     steps), parameter count, library versions. When that folder's manifest matches the config (all
@@ -482,7 +487,7 @@ def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress
                          f"{sorted(missing)})")
     sha = data_sha256(train_df)
     cache_dir = Path(cache_dir)
-    final = cache_dir / f"{config.name}-{cache_key(config, sha)}"
+    final = cache_folder(cache_dir, config, sha)
     manifest_path = final / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -524,5 +529,5 @@ def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress
 
 def read_manifest(cache_dir: str | Path, config: PolicyConfig, train_df) -> dict | None:
     """The manifest of the cached policy for ``config`` and ``train_df``, or ``None`` when not cached."""
-    path = Path(cache_dir) / f"{config.name}-{cache_key(config, data_sha256(train_df))}" / "manifest.json"
+    path = cache_folder(cache_dir, config, data_sha256(train_df)) / "manifest.json"
     return json.loads(path.read_text()) if path.is_file() else None

@@ -23,6 +23,7 @@ A *run* is a method plus its settings: the paper's four methods, and the ablatio
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -200,7 +201,7 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     if sources not in ("all", "arms", "none"):
         raise ValueError(f"sources must be 'all', 'arms' or 'none', got {sources!r}")
     from tpo_core.assets import cache_root
-    from tpo_core.policy import read_manifest, train_sft
+    from tpo_core.policy import cache_folder, data_sha256, train_sft
 
     preset = preset if isinstance(preset, Preset) else get_preset(preset, **overrides)
     model_paths = dict(model_paths or {})
@@ -221,10 +222,9 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
         config = _policy_config(preset)
         cache = cache_root() / "policies"
         train_sft(config, sft, cache_dir=cache, progress=progress)
-        from tpo_core.policy import cache_key, data_sha256
-
-        study.pi0_dir = cache / f"{config.name}-{cache_key(config, data_sha256(sft))}"
-        study.pi0_manifest = read_manifest(cache, config, sft) or {}
+        study.pi0_dir = cache_folder(cache, config, data_sha256(sft))
+        manifest = study.pi0_dir / "manifest.json"
+        study.pi0_manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
     else:
         study.pi0_source, study.pi0_local = _resolve(preset.policy, model_paths)
     root.mkdir(parents=True, exist_ok=True)
