@@ -158,15 +158,14 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` to ``path`` atomically (a temporary file renamed into place), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    _write_text(df.to_csv(index=False), path)
     return path
 
 
 def _write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed into place)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
