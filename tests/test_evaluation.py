@@ -108,3 +108,11 @@ def test_summarize_win_rate_fields():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_side_of_an_interval():
+    from tpo_core.evaluation import side_of
+    assert side_of(50.1, 60) == "above" and side_of(40, 49.9) == "below"
+    assert side_of(50, 60) == "contains" and side_of(40, 50) == "contains"  # touching 50: not excluded
+    assert side_of(float("nan"), float("nan")) == "contains"
+    assert side_of(0.6, 0.9, value=0.5) == "above"

@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["pairwise_outcomes", "t_interval", "bootstrap_ci", "probability_of_improvement",
-           "summarize_win_rate", "as_frame", "PAPER_TABLE1"]
+           "summarize_win_rate", "side_of", "as_frame", "PAPER_TABLE1"]
 
 #: The paper's Table 1 (DPO; win rate % of empirical TPO, mean and 95% CI half-width over 3 seeds;
 #: paper-spec §6.1), for display next to ours. Baselines named as in :data:`tpo_core.empirical.METHODS`:
@@ -132,6 +132,12 @@ def summarize_win_rate(gold_a, gold_b, rng: np.random.Generator, *, confidence: 
         "p_improve": probability_of_improvement(a.mean(axis=1), b.mean(axis=1)),
         "per_seed": [100 * float(v) for v in per_seed],
     }
+
+
+def side_of(ci_low: float, ci_high: float, value: float = 50.0) -> str:
+    """Where an interval lies relative to ``value`` (50% for a win rate): ``"above"`` when ``ci_low > value``,
+    ``"below"`` when ``ci_high < value``, else ``"contains"`` (also for NaN bounds): no detectable difference."""
+    return "above" if ci_low > value else "below" if ci_high < value else "contains"
 
 
 def _check_confidence(confidence: float) -> None:
