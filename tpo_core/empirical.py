@@ -75,6 +75,17 @@ def _score(scorer, prompts, responses, references, progress: bool):
     return scorer.score(prompts, responses, references)
 
 
+def _check_inputs(documents, references, selector, sources) -> tuple[list, list]:
+    """``documents`` and ``references`` as lists, checked against each other and the selector's arms."""
+    documents, references = list(documents), list(references)
+    if not documents or len(documents) != len(references):
+        raise ValueError("documents and references must be non-empty and of equal length")
+    unknown = set(selector.arms) - set(sources) - {selector.null_arm}
+    if unknown:
+        raise ValueError(f"selector arms {sorted(unknown)} have no source")
+    return documents, references
+
+
 def collect_iteration(policy, documents, references, *, selector, sources: dict, gold,
                       n_candidates: int, pool_size: int, top_k: int, seed: int,
                       temperature: float = 1.0, max_new_tokens: int | None = None,
@@ -92,12 +103,7 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     Returns the preference pairs ``{prompt, chosen, rejected}`` (tied best/worst dropped) and one
     record per prompt: ``prompt_idx, arm, win, gold_best, gold_worst, kept``.
     """
-    documents, references = list(documents), list(references)
-    if not documents or len(documents) != len(references):
-        raise ValueError("documents and references must be non-empty and of equal length")
-    unknown = set(selector.arms) - set(sources) - {selector.null_arm}
-    if unknown:
-        raise ValueError(f"selector arms {sorted(unknown)} have no source")
+    documents, references = _check_inputs(documents, references, selector, sources)
     gen = torch.Generator().manual_seed(int(seed))
     sample = dict(temperature=temperature, max_new_tokens=max_new_tokens, generator=gen)
     online = policy.sample(documents, n_candidates, **sample)
@@ -163,7 +169,15 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def _write_text(text: str, path: Path) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed into place)."""
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed into place).
+
+    In a sharded run (:mod:`tpo_core.distributed`) only the main process writes, then all wait."""
+    from tpo_core.distributed import on_main
+
+    on_main(_write_atomic, text, path)
+
+
+def _write_atomic(text: str, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -176,7 +190,8 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     """``preset.n_iterations`` iterations of one method for one seed (Alg. 3), resumable.
 
     Iteration k samples ``preset.prompts_per_iteration`` prompts with ``default_rng([seed, k])``,
-    collects and labels them (:func:`collect_iteration`), and trains with ``trainer``
+    collects and labels them (:func:`collect_iteration`; in a sharded run, :mod:`tpo_core.distributed`'s
+    ``collect_iteration_sharded``, with the files written once by the main process), and trains with ``trainer``
     (a :class:`tpo_core.trainer.PreferenceTrainer` wrapping ``policy.model``), which checkpoints to
     ``out_dir/iter_k``. The per-prompt records are written (atomically) before training; an iteration
     whose checkpoint and records exist is loaded, not redone, and the selector's state after it
@@ -185,6 +200,10 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     authors) unless ``carry_stats``.
     Returns ``arms`` (method, seed, iteration, arm, pulls, wins), ``records`` and ``logs`` frames.
     """
+    from tpo_core.distributed import current
+
+    sharding = current()  # None: one process, the single random stream of collect_iteration
+    collect = collect_iteration if sharding is None else sharding.collect_iteration
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selector = make_selector(method, sources, preset, worst=worst, best=best, policy=selector_policy,
@@ -205,7 +224,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
                 selector.reset()
             prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, np.random.default_rng([seed, k]))
             docs = [preset.prompt_prefix + d for d in prompts.document]
-            pairs, records = collect_iteration(
+            pairs, records = collect(
                 policy, docs, list(prompts.summary), selector=selector, sources=sources, gold=gold,
                 n_candidates=preset.n_candidates, pool_size=preset.pool_size, top_k=preset.top_k,
                 seed=1000 * seed + k, temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,

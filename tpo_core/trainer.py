@@ -289,7 +289,9 @@ class PreferenceTrainer:
                 out.append(lp.view(2, -1))
         return torch.cat(out, dim=1)
 
-    def _loss(self, rows, ref_c, ref_r):
+    def _loss(self, rows, ref_c, ref_r, scale: float | None = None):
+        """Loss and log statistics of a micro-batch: the mean over ``rows``, or with ``scale`` their sum times
+        ``scale`` (several processes: ``num_processes / global batch``, see :func:`tpo_core.distributed.local_batches`)."""
         cfg, n = self.config, len(rows)
         responses = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
         if cfg.loss_type == "xpo-trl":
@@ -305,9 +307,9 @@ class PreferenceTrainer:
             losses, cr, rr = L.xpo_loss_authors(pc, pr, ref_c, ref_r, cfg.beta, cfg.alpha)
         else:
             losses, cr, rr = L.xpo_loss_trl(pc, pr, ref_c, ref_r, cfg.beta, logps[2 * n:], cfg.alpha)
-        loss = losses.mean()
+        loss = losses.mean() if scale is None else losses.sum() * scale
         kl = 0.5 * ((pc - ref_c) + (pr - ref_r)).detach().mean()
-        stats = torch.stack([loss.detach(), cr.mean(), rr.mean(), (cr - rr).mean(), (cr > rr).float().mean(), kl])
+        stats = torch.stack([losses.mean().detach(), cr.mean(), rr.mean(), (cr - rr).mean(), (cr > rr).float().mean(), kl])
         return loss, stats
 
     # ------------------------------------------------------------------ one iteration
@@ -345,11 +347,21 @@ class PreferenceTrainer:
         bar = tqdm(total=total, desc=f"iteration {iteration}", disable=not (cfg.progress and acc.is_main_process))
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(pairs), generator=gen)
-            loader = acc.prepare_data_loader(torch.utils.data.DataLoader(order, batch_size=cfg.batch_size))
+            if acc.num_processes == 1:
+                loader = acc.prepare_data_loader(torch.utils.data.DataLoader(order, batch_size=cfg.batch_size))
+            else:  # each process its slice of every global micro-batch, weighted (tpo_core.distributed)
+                loader = _sharded_loader(order, cfg.batch_size, acc.num_processes, acc.process_index)
             for idx in loader:
+                scale = weight = None
+                if acc.num_processes > 1:
+                    idx, n_real, n_global = idx
+                    scale = acc.num_processes / n_global if n_real else 0.0  # DDP averages: the global mean
+                    weight = n_real * scale  # the reduced "mean" of the statistics: the global batch's mean
                 with acc.accumulate(self.model):
                     idx = idx.to(ref.device)
-                    loss, stats = self._loss([pairs[i] for i in idx.tolist()], ref[0, idx], ref[1, idx])
+                    loss, stats = self._loss([pairs[i] for i in idx.tolist()], ref[0, idx], ref[1, idx], scale)
+                    if weight is not None:
+                        stats = stats * weight
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm is not None:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -406,6 +418,17 @@ class PreferenceTrainer:
             return None
         self.load_weights(last[1])
         return last[0]
+
+
+def _sharded_loader(order, per_device: int, num_processes: int, process_index: int):
+    """This process's ``(indices, n_real, n_global)`` for every global micro-batch of ``order``, as an accelerate
+    ``DataLoaderShard`` (so ``accumulate`` still syncs at the end of the epoch's last, partial group)."""
+    from accelerate.data_loader import DataLoaderShard
+
+    from tpo_core.distributed import local_batches
+
+    items = local_batches(order, per_device, num_processes, process_index)
+    return DataLoaderShard(items, batch_size=None, collate_fn=lambda item: item)
 
 
 def _fusable(model) -> bool:
