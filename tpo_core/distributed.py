@@ -65,9 +65,7 @@ class Sharding:
     @property
     def state(self):
         """accelerate's ``PartialState`` (process index, number of processes, barrier)."""
-        from accelerate import PartialState
-
-        return PartialState()
+        return _state()
 
     def collect_iteration(self, *args, **kwargs):
         """:func:`collect_iteration_sharded` with this sharding (same signature as
@@ -76,6 +74,14 @@ class Sharding:
 
 
 _ACTIVE: list[Sharding] = []
+
+
+def _state():
+    """``PartialState``, on the CPU where there is no CUDA device, as ``PreferenceTrainer``'s ``Accelerator``
+    (so that a CPU launch, e.g. ``accelerate launch --cpu`` or ``debug_launcher``, is seen as multi-process)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 @contextlib.contextmanager
@@ -228,9 +234,7 @@ def collect_iteration_sharded(policy, documents, references, *, selector, source
     Sharding(group_size)  # validates
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = _state()
     sample = dict(temperature=temperature, max_new_tokens=max_new_tokens)
     kw = dict(selector=selector, sources=sources, gold=gold, n_candidates=n_candidates, pool_size=pool_size,
               top_k=top_k, seed=int(seed), sample=sample, progress=progress and state.is_main_process)
@@ -271,13 +275,11 @@ def gold_on_test_sharded(policy, documents, references, *, gold, seed: int, temp
     array, identical for any number of processes. Two policies evaluated with the same ``seed`` share their
     random numbers, prompt by prompt (common random numbers, as ``tpo_core.study._gold_on_test``).
     """
-    from accelerate import PartialState
-
     documents, references = list(documents), list(references)
     if not documents or len(documents) != len(references):
         raise ValueError("documents and references must be non-empty and of equal length")
     Sharding(group_size)
-    state = PartialState()
+    state = _state()
     local = []
     for group in _groups(list(range(len(documents))), group_size)[state.process_index::state.num_processes]:
         gen = group_generator(seed, group[0], _EVAL)

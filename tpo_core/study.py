@@ -342,11 +342,12 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------ notebooks 02-03: runs
 def _preference_config(preset: Preset, run_spec: Run, seed: int):
+    from tpo_core.distributed import per_device_batch
     from tpo_core.trainer import PreferenceConfig
 
     steps = preset.epochs * math.ceil(preset.prompts_per_iteration / preset.batch_size)
     return PreferenceConfig(loss_type="dpo", beta=preset.beta, lr=preset.learning_rate, epochs=preset.epochs,
-                            batch_size=preset.batch_size, grad_accum=1, reference=run_spec.reference,
+                            batch_size=per_device_batch(preset.batch_size), grad_accum=1, reference=run_spec.reference,
                             warmup_steps=max(1, round(0.2 * steps)), seed=seed,
                             max_prompt_tokens=preset.max_input_tokens, max_response_tokens=preset.max_new_tokens + 1,
                             progress=False)
@@ -394,7 +395,9 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     # trainer is built before run_method loads any finished iteration
     trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(study.preset, spec, seed))
     out_dir = study.run_dir(name, seed)
-    _share_first_iteration(study, name, spec, seed, out_dir)
+    from tpo_core.distributed import on_main
+
+    on_main(_share_first_iteration, study, name, spec, seed, out_dir)  # sharded: the main process copies
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
                         sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
                         best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
@@ -456,8 +459,14 @@ def _gold_on_test(study: Study, policy, seed: int) -> np.ndarray:
     The sampling generator is seeded by ``seed`` alone, so two policies evaluated for the same seed share
     their random numbers (common random numbers: less noise in their paired comparison).
     """
+    from tpo_core.distributed import current, gold_on_test_sharded
+
     p = study.preset
     docs = [p.prompt_prefix + d for d in study.test.document]
+    if (sharding := current()) is not None:  # prompts sharded over processes, one stream per group
+        return gold_on_test_sharded(policy, docs, list(study.test.summary), gold=study.gold, seed=10_000 + int(seed),
+                                    temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                                    group_size=sharding.group_size)
     gen = torch.Generator().manual_seed(10_000 + int(seed))
     responses = [r[0] for r in policy.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
                                              generator=gen)]
