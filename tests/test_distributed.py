@@ -326,3 +326,36 @@ def test_paper_preset_on_two_processes_with_stand_ins(paper_stand_ins, tmp_path)
     e = pd.read_csv(st.root / "eval" / "tpo" / "seed_100.csv")
     assert len(e) == p.n_test_prompts and np.isfinite(e.gold).all()
     assert not [f for f in _files(tmp_path) if ".tmp" in f]
+
+
+def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path):
+    """The README's command, ``accelerate launch --num_processes 2 -m tpo_core.distributed``, on CPU with the
+    paper preset's tiny stand-ins: one TPO iteration and its evaluation, end to end."""
+    import shutil
+    import subprocess
+    import sys
+
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.is_file():
+        accelerate = shutil.which("accelerate")
+    sets = dict(prompts_per_iteration=4, pool_size=4, n_candidates=4, top_k=2, n_iterations=1, seeds=(100,),
+                max_input_tokens=32, max_new_tokens=6, n_test_prompts=4, batch_size=2, update_every=2, warmup=1)
+    # --multi_gpu selects accelerate's torchrun launcher (with --cpu it starts one process unless MPI is set up);
+    # with no CUDA device every process then joins a gloo group on the CPU (PartialState(cpu=True))
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29512",
+           "-m", "tpo_core.distributed", "--preset", "paper", "--run", "tpo", "--results-root", str(tmp_path),
+           "--group-size", "1", "--evaluate",
+           *[a for k, v in sets.items() for a in ("--set", f"{k}={v!r}")],
+           *[a for k, v in paper_stand_ins.items() for a in ("--model-path", f"{k}={v}")]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("done: tpo") == 1  # printed by the main process only
+    d = tmp_path / "paper" / "runs" / "tpo" / "seed_100"
+    records = pd.read_csv(d / "records_iter_1.csv", keep_default_na=False)
+    assert list(records.prompt_idx) == [0, 1, 2, 3]
+    meta = json.loads((d / "iter_1" / "preference_config.json").read_text())
+    assert meta["config"]["batch_size"] == 1  # 2 pairs per step over 2 processes
+    e = pd.read_csv(tmp_path / "paper" / "eval" / "tpo" / "seed_100.csv")
+    assert len(e) == 4 and np.isfinite(e.gold).all()
