@@ -359,3 +359,19 @@ def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path):
     assert meta["config"]["batch_size"] == 1  # 2 pairs per step over 2 processes
     e = pd.read_csv(tmp_path / "paper" / "eval" / "tpo" / "seed_100.csv")
     assert len(e) == 4 and np.isfinite(e.gold).all()
+
+
+def test_trainer_refuses_engines_it_does_not_support():
+    """DeepSpeed needs model and optimizer prepared together; the trainer says so instead of training wrongly."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+    from test_trainer import tiny_model, tiny_tokenizer
+
+    from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
+
+    tok = tiny_tokenizer()
+    for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        with pytest.raises(ValueError, match="DDP"):
+            PreferenceTrainer(tiny_model("t5", tok), tok, PreferenceConfig(progress=False),
+                              accelerator=SimpleNamespace(distributed_type=kind))
