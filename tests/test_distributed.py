@@ -146,10 +146,10 @@ def test_trainer_global_batch_is_independent_of_the_process_count(tmp_path):
 
         w0 = torch.cat([p.detach().flatten() for p in tiny_model(case[0], tiny_tokenizer()).parameters()])
         diff, rel = assert_weights_close(w0, w1, w2, 3e-3, len(logs1))
-        wrong = _train((case[0], case[1], case[2] * 2, case[3]), 1)[0]  # global batch twice as large
-        print(f"{case}: max |w_2proc - w_1proc| = {diff:.2e}, relative {rel:.2e} (wrong global batch: "
-              f"{weight_difference(w0, w1, wrong)[1]:.2f}), {len(logs1)} steps")
-        assert weight_difference(w0, w1, wrong)[1] > 100 * REL_TOL  # the criterion sees a wrong gradient
+        print(f"{case}: max |w_2proc - w_1proc| = {diff:.2e}, relative {rel:.2e}, {len(logs1)} steps")
+        if case == TRAIN_CASES[0]:  # negative control: a global batch twice as large is far outside the tolerance
+            wrong = _train((case[0], case[1], case[2] * 2, case[3]), 1)[0]
+            assert weight_difference(w0, w1, wrong)[1] > 100 * REL_TOL
         assert logs2["step"] == list(logs1.step)  # the same number of optimizer steps
         assert logs2["loss"] == pytest.approx(list(logs1.loss), rel=1e-5), case
 
