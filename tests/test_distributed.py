@@ -91,6 +91,47 @@ def test_one_process_is_unsharded_unless_asked():
     assert D.current() is None
 
 
+# ------------------------------------------------- the sharded loop is Alg. 3's loop (peer oracle)
+class _FixedPolicy:
+    """Responses that depend only on the document and their position (the generator is ignored), so the
+    sharded loop and collect_iteration see the same responses and must agree on everything."""
+
+    def sample(self, documents, n, *, temperature, max_new_tokens, generator):
+        assert isinstance(generator, torch.Generator)
+        return [[f"{d}:{(sum(map(ord, d)) * 7 + 13 * j) % 97}" for j in range(n)] for d in documents]
+
+
+class _Number:
+    def __init__(self, mod):
+        self.mod = mod
+
+    def score(self, prompts, responses, references):
+        return np.array([float(int(r.split(":")[1]) % self.mod) for r in responses])
+
+
+@pytest.mark.parametrize("group_size", [1, 3, 5])
+@pytest.mark.parametrize("policy", ["paper-ucb", "thompson"])
+def test_sharded_collection_equals_collect_iteration_for_fixed_responses(group_size, policy):
+    from tpo_core.empirical import collect_iteration
+    from tpo_core.selection import TransferSelector
+
+    docs = [f"doc {i}" for i in range(23)]  # chunks of 4 with a partial last one
+    out = []
+    for collect in (collect_iteration, D.Sharding(group_size).collect_iteration):
+        sel = TransferSelector(["a", "b", "null"], policy=policy, update_every=4, warmup=4, seed=7)
+        pairs, records = collect(_FixedPolicy(), docs, [f"ref {i}" for i in range(23)], selector=sel,
+                                 sources={"a": _Number(89), "b": _Number(11)}, gold=_Number(23), n_candidates=4,
+                                 pool_size=6, top_k=2, seed=3, progress=False)
+        out.append((pairs, records, sel.state_dict()))
+    (p1, r1, s1), (p2, r2, s2) = out
+    assert p1 == p2 and s1 == s2
+    pd.testing.assert_frame_equal(r1, r2)
+    assert set(r1.arm) == {"a", "b", "null"}  # all arms were used
+    with pytest.raises(ValueError, match="no source"):
+        D.collect_iteration_sharded(_FixedPolicy(), docs, docs, selector=TransferSelector(["a", "null"]),
+                                    sources={}, gold=_Number(3), n_candidates=4, pool_size=4, top_k=2, seed=0)
+
+
 # -------------------------------------------------------------------- the trainer on two processes
 #: (model, pairs, pairs per device, grad_accum): an even split; an uneven last global batch (3 pairs: 2 + 1);
 #: a last global batch of 1 pair (process 1 gets a zero-weight dummy), on T5 and on a causal Llama;
@@ -161,7 +202,7 @@ def smoke1(tmp_path_factory):
     return S.load_study("smoke", results_root=tmp_path_factory.mktemp("dist"), n_iterations=1, seeds=(0,))
 
 
-def _worker(study, log_dir, seed, evaluate_pi0):
+def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
     """One process of the launch: run TPO for ``seed``, log every rename and the pairs it trained on."""
     _reset_accelerate()
     from accelerate import PartialState
@@ -192,11 +233,13 @@ def _worker(study, log_dir, seed, evaluate_pi0):
 
     trainer.PreferenceTrainer.train_iteration = train_spy
     t0 = time.perf_counter()
-    S.run(study, "tpo", seed)
+    with D.sharded(group_size):
+        S.run(study, "tpo", seed)
     seconds = time.perf_counter() - t0
     collected = list(local)  # the collection's gathers (the evaluation's follow)
     if evaluate_pi0:
-        S.evaluate_pi0(study, [seed])
+        with D.sharded(group_size):
+            S.evaluate_pi0(study, [seed])
     # the pooled statistics are an all-reduce of what each process saw: check with accelerate's reduce
     state = json.loads((study.run_dir("tpo", seed) / "selector_state_iter_1.json").read_text())
     arms = state["config"]["arms"]
@@ -215,7 +258,8 @@ def _files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch):
+@pytest.mark.parametrize("group_size", [1, 2])
+def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     from accelerate import debug_launcher
 
     seed = smoke1.preset.seeds[0]
@@ -230,7 +274,7 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with D.sharded(1):
+        with D.sharded(group_size):
             t0 = time.perf_counter()
             S.run(one, "tpo", seed)
             seconds_one = time.perf_counter() - t0
@@ -243,7 +287,7 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch):
     logs = tmp_path / "logs"
     logs.mkdir()
     t0 = time.perf_counter()
-    debug_launcher(_worker, args=(two, logs, seed, True), num_processes=2)
+    debug_launcher(_worker, args=(two, logs, seed, True, group_size), num_processes=2)
     wall = time.perf_counter() - t0
     log = [json.loads((logs / f"log_{r}.json").read_text()) for r in (0, 1)]
     assert [entry["num_processes"] for entry in log] == [2, 2]
