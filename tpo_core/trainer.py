@@ -18,7 +18,9 @@ Read top to bottom: :class:`PreferenceConfig` (one docstring per field, the auth
 3. ``epochs`` passes over the pairs, shuffled with ``torch.Generator`` seeded ``seed + iteration``; AdamW
    (torch's fused kernel), cosine schedule with warm-up, gradient accumulation and clipping. Chosen and
    rejected (and, for ``xpo-trl``, the reference sample) go through the model together, each prompt once
-   (:func:`sequence_logprobs`).
+   (:func:`sequence_logprobs`). On several processes (DDP) each takes its slice of every global micro-batch of
+   ``batch_size × num_processes`` pairs, loss weighted so that the update is the single-process one
+   (:func:`tpo_core.distributed.local_batches`).
 4. The checkpoint (weights, tokenizer, config JSON, per-step logs CSV) is written to a temporary directory
    and renamed to ``out_dir/iter_{k}``, so a checkpoint either exists whole or not at all.
 """
@@ -295,7 +297,7 @@ class PreferenceTrainer:
 
     def _loss(self, rows, ref_c, ref_r, scale: float | None = None):
         """Loss and log statistics of a micro-batch: the mean over ``rows``, or with ``scale`` their sum times
-        ``scale`` (several processes: ``num_processes / global batch``, see :func:`tpo_core.distributed.local_batches`)."""
+        ``scale`` (several processes: ``num_processes / global batch``; :func:`tpo_core.distributed.local_batches`)."""
         cfg, n = self.config, len(rows)
         responses = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
         if cfg.loss_type == "xpo-trl":
@@ -313,7 +315,8 @@ class PreferenceTrainer:
             losses, cr, rr = L.xpo_loss_trl(pc, pr, ref_c, ref_r, cfg.beta, logps[2 * n:], cfg.alpha)
         loss = losses.mean() if scale is None else losses.sum() * scale
         kl = 0.5 * ((pc - ref_c) + (pr - ref_r)).detach().mean()
-        stats = torch.stack([losses.mean().detach(), cr.mean(), rr.mean(), (cr - rr).mean(), (cr > rr).float().mean(), kl])
+        stats = torch.stack([losses.mean().detach(), cr.mean(), rr.mean(), (cr - rr).mean(), (cr > rr).float().mean(),
+                             kl])
         return loss, stats
 
     # ------------------------------------------------------------------ one iteration
