@@ -22,7 +22,8 @@ accelerate's own machinery (``accelerate launch``, ``accelerate.utils.gather_obj
 * Training. ``PreferenceTrainer`` (``tpo_core.trainer``) splits each *global* micro-batch of the shuffled
   order across processes (:func:`local_batches`) and weights each process's summed loss by
   ``num_processes / global batch size``, so DDP's gradient average is the gradient of the global mean,
-  also for a last, uneven batch. :func:`per_device_batch` makes the study's global batch
+  also for a last, uneven batch; the reference log-probabilities are computed once, in blocks dealt to the
+  processes (:func:`sharded_reference_logprobs`). :func:`per_device_batch` makes the study's global batch
   (``preset.batch_size``) independent of the number of processes.
 
 The grouped random streams are **opt-in**: a single-process run is unchanged unless it is inside
@@ -44,7 +45,7 @@ from accelerate.utils import gather_object
 from tqdm import tqdm
 
 __all__ = ["Sharding", "sharded", "current", "on_main", "group_generator", "per_device_batch",
-           "local_batches", "collect_iteration_sharded", "gold_on_test_sharded", "main"]
+           "local_batches", "sharded_reference_logprobs", "collect_iteration_sharded", "gold_on_test_sharded", "main"]
 
 _ONLINE, _POOL, _EVAL = 0, 1, 2  # stream ids of group_generator (pools add the arm's position)
 
@@ -169,6 +170,25 @@ def local_batches(order: torch.Tensor, per_device: int, num_processes: int, proc
         mine = batch[process_index * per_device:(process_index + 1) * per_device]
         out.append((mine, len(mine), len(batch)) if len(mine) else (batch[:1], 0, len(batch)))
     return out
+
+
+@torch.no_grad()
+def sharded_reference_logprobs(trainer, pairs) -> torch.Tensor:
+    """``trainer.reference_logprobs(pairs)`` with its blocks of ``ref_batch_size`` pairs dealt round-robin to the
+    processes and gathered: the same blocks, the same code path (the unwrapped model, so no DDP collective runs
+    in a forward that other processes may not make), hence the single-process numbers, computed once."""
+    acc = trainer.accelerator
+    model = acc.unwrap_model(trainer.ref_model if trainer.ref_model is not None else trainer.model)
+    model.eval()
+    bs = trainer.config.ref_batch_size
+    local = []
+    with acc.autocast():
+        for i in list(range(0, len(pairs), bs))[acc.process_index::acc.num_processes]:
+            rows = pairs[i:i + bs]
+            lp, _ = trainer._forward(model, rows, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+            local.append((i, lp.view(2, -1).cpu()))
+    blocks = dict(gather_object(local))
+    return torch.cat([blocks[i] for i in range(0, len(pairs), bs)], dim=1).to(acc.device)
 
 
 # ------------------------------------------------------------------------------------------- collection

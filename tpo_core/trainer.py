@@ -285,6 +285,10 @@ class PreferenceTrainer:
     @torch.no_grad()
     def reference_logprobs(self, pairs) -> torch.Tensor:
         """``(2, n)`` reference log-probs of the chosen (row 0) and rejected (row 1) responses, before training."""
+        if self.accelerator.num_processes > 1:  # blocks dealt to the processes, then gathered
+            from tpo_core.distributed import sharded_reference_logprobs
+
+            return sharded_reference_logprobs(self, pairs)
         model = self.ref_model if self.ref_model is not None else self.model
         model.eval()
         out, bs = [], self.config.ref_batch_size
