@@ -58,3 +58,12 @@ def check_book(session: nox.Session) -> None:
     """
     _install(session)
     session.run("python", "-m", "tpo_core.browser_check", "book/_build/html", "--strict-js", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def distributed(session: nox.Session) -> None:
+    """Issue 16 on CPU: one smoke TPO iteration on two processes (gloo, accelerate) against one, the trainer's
+    global batch, and the paper preset launched with `accelerate launch` on tiny stand-ins (tests/test_distributed.py;
+    also part of `nox -s tests`). Prints the measured weight differences."""
+    _install(session)
+    session.run("pytest", "-q", "-s", "tests/test_distributed.py", *session.posargs)
