@@ -242,7 +242,8 @@ def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
     with D.sharded(group_size):
         S.run(study, "tpo", seed)
     seconds = time.perf_counter() - t0
-    collected = list(local)  # the collection's gathers (the evaluation's follow)
+    # the collection's gathers (lists of outcome dicts; the reference log-probs' and the evaluation's are not)
+    collected = [chunk for chunk in local if all(isinstance(o, dict) for o in chunk)]
     if evaluate_pi0:
         with D.sharded(group_size):
             S.evaluate_pi0(study, [seed])
