@@ -44,10 +44,12 @@ import torch
 from accelerate.utils import gather_object
 from tqdm import tqdm
 
-__all__ = ["Sharding", "sharded", "current", "on_main", "group_generator", "per_device_batch",
-           "local_batches", "sharded_reference_logprobs", "collect_iteration_sharded", "gold_on_test_sharded", "main"]
+__all__ = ["Sharding", "sharded", "current", "on_main", "group_generator", "per_device_batch", "local_batches",
+           "sharded_reference_logprobs", "collect_iteration_sharded", "gold_on_test_sharded", "main"]
 
-_ONLINE, _POOL, _EVAL = 0, 1, 2  # stream ids of group_generator (pools add the arm's position)
+#: stream ids of group_generator: online responses, evaluation samples, and the Best-of-N pool of the arm at
+#: position j of ``selector.arms`` (``_POOL + j``): disjoint, so no two uses share random numbers
+_ONLINE, _EVAL, _POOL = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ _ACTIVE: list[Sharding] = []
 
 def _state():
     """``PartialState``, on the CPU where there is no CUDA device, as ``PreferenceTrainer``'s ``Accelerator``
-    (so that a CPU launch, e.g. ``accelerate launch --cpu`` or ``debug_launcher``, is seen as multi-process)."""
+    (so that a launch on CPUs -- ``accelerate launch --multi_gpu`` on a machine without CUDA, torchrun, or
+    ``debug_launcher`` -- is seen as multi-process with gloo; ``accelerate launch --cpu`` starts one process)."""
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
@@ -291,7 +294,7 @@ def gold_on_test_sharded(policy, documents, references, *, gold, seed: int, temp
     """Gold reward of one sampled response per test prompt, prompts sharded over processes.
 
     Groups of ``group_size`` prompts, dealt round-robin, each sampled with
-    ``group_generator(seed, first index, 2)`` and scored on its own; every process returns the whole
+    ``group_generator(seed, first index, _EVAL)`` and scored on its own; every process returns the whole
     array, identical for any number of processes. Two policies evaluated with the same ``seed`` share their
     random numbers, prompt by prompt (common random numbers, as ``tpo_core.study._gold_on_test``).
     """
