@@ -87,10 +87,10 @@ def test_runs_evaluation_and_table1(smoke):
     assert list(arms.columns) == ["method", "seed", "iteration", "arm", "pulls", "wins"]
     per = arms.groupby(["method", "seed", "iteration"]).pulls.sum()
     assert (per == p.prompts_per_iteration).all()
-    assert set(arms[arms.method == "no-transfer"].arm) == {"null"}
+    assert set(arms[arms.method == "no-transfer"].arm) == {"online"}
     worst, best = S.choose_worst_best(smoke)
     assert set(arms[arms.method == "exploit-best"].arm) == {best}
-    on_disk = pd.read_csv(smoke.root / "arms.csv", keep_default_na=False)
+    on_disk = pd.read_csv(smoke.root / "arms.csv")
     assert len(on_disk) == len(arms)
 
     evals = {n: S.evaluate_run(smoke, n) for n in ["tpo", "no-transfer", "exploit-worst", "exploit-best"]}
@@ -232,8 +232,8 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration", spy)
     S.run(smoke, "tpo-carried", seed)
     assert 1 not in trained and trained  # iteration 1 copied from TPO, later ones trained
-    a = pd.read_csv(smoke.run_dir("tpo", seed) / "records_iter_1.csv", keep_default_na=False)
-    b = pd.read_csv(smoke.run_dir("tpo-carried", seed) / "records_iter_1.csv", keep_default_na=False)
+    a = pd.read_csv(smoke.run_dir("tpo", seed) / "records_iter_1.csv")
+    b = pd.read_csv(smoke.run_dir("tpo-carried", seed) / "records_iter_1.csv")
     pd.testing.assert_frame_equal(a, b)
     trained.clear()
     S.run(smoke, "tpo-thompson", seed)  # a different selector: iteration 1 differs, so it is trained

@@ -47,7 +47,7 @@ import numpy as np
 from tqdm import tqdm
 
 __all__ = ["SOURCE_NAMES", "SourceReward", "RougeLsum", "BERTScore", "LLMLogProb", "Seq2SeqLogProb", "make_source",
-           "best_of_n", "DEFAULT_LLM_TEMPLATE", "CHAT_LLM_TEMPLATE", "LLM_ASSET_DEFAULTS"]
+           "source_keywords", "best_of_n", "DEFAULT_LLM_TEMPLATE", "CHAT_LLM_TEMPLATE", "LLM_ASSET_DEFAULTS"]
 
 SOURCE_NAMES = ("rougeLsum", "bertscore", "llm-logprob", "seq2seq-logprob")
 DEFAULT_LLM_TEMPLATE = "Write a one-line summary of this Debian package description:\n\n{prompt}\n\nSummary:"
@@ -480,6 +480,21 @@ class Seq2SeqLogProb(SourceReward):
 
 _REGISTRY = {"rougeLsum": RougeLsum, "bertscore": BERTScore, "llm-logprob": _make_llm,
              "seq2seq-logprob": Seq2SeqLogProb}
+
+
+def source_keywords(name: str) -> set[str]:
+    """The keyword arguments a preset spec ``{"kind": name, ...}`` may give (what :func:`make_source` accepts,
+    less ``progress``, which the study sets). Raises ``ValueError`` for an unknown name."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown source {name!r}; expected one of {SOURCE_NAMES}")
+    if name == "llm-logprob":  # the three ways to build one, see _make_llm
+        fns = (LLMLogProb.__init__, LLMLogProb.from_pretrained)
+        extra = {"asset", "cache_dir", "model_path"}
+    else:
+        fns, extra = (_REGISTRY[name].__init__,), set()
+    kw = {n for f in fns for n, p in inspect.signature(f).parameters.items()
+          if n not in ("self", "cls") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return (kw | extra) - {"progress"}
 
 
 def make_source(name: str, /, **kwargs) -> SourceReward:
