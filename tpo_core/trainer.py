@@ -362,7 +362,7 @@ class PreferenceTrainer:
                     if not torch.isfinite(loss):
                         bar.close()
                         raise FloatingPointError(
-                            f"iteration {iteration}: non-finite loss {float(loss)} at epoch {epoch}, step {step + 1}; "
+                            f"iteration {iteration}: non-finite loss {float(loss.detach())} at epoch {epoch}, step {step + 1}; "
                             "no checkpoint is written (lower the learning rate or beta?)")
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm is not None:
