@@ -27,6 +27,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fault(session: nox.Session) -> None:
+    """Kill the quick study with SIGKILL inside each notebook in turn, resume it, and compare every results
+    table byte for byte with an uninterrupted run (tests/test_fault.py; about two quick studies' time)."""
+    _install(session)
+    session.run("pytest", "-q", "-m", "fault", "tests/test_fault.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def reproduce(session: nox.Session) -> None:
     """Run the notebooks with papermill, then build the HTML book.
 

@@ -232,13 +232,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--no-book", action="store_true", help="skip the jupyter-book build")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="where results and manifests go (default: results/)")
+    parser.add_argument("--executed-dir", type=Path, default=None,
+                        help="where executed notebooks go (default: book/executed/; another needs --no-book)")
     args = parser.parse_args(argv)
+    if args.executed_dir is not None and not args.no_book:
+        parser.error("--executed-dir needs --no-book: the book is built from book/executed/")
 
     specs = [_spec(n) for n in args.only] if args.only else NOTEBOOKS
     total = time.time()
     timings = []
     for spec in specs:
-        manifest = run_notebook(spec, quick=args.quick, force=args.force)
+        manifest = run_notebook(spec, quick=args.quick, force=args.force, executed_dir=args.executed_dir,
+                                results_dir=args.results_dir)
         timings.append((spec.name, "skipped" if manifest.get("skipped") else f"{manifest['seconds']:.1f} s"))
     if not args.no_book:
         t0 = time.time()
