@@ -210,3 +210,16 @@ def test_a_failed_notebook_leaves_nothing_in_the_book(tmp_path):
     assert list((tmp_path / "ex").iterdir()) == []
     assert (tmp_path / "res" / "failed" / "06_differences.ipynb").is_file()
     assert not (tmp_path / "res" / "manifests").exists()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda st: S.run_all(st, ["no-transfer"], ["a"], progress=False), "seeds must be a non-empty list of integers"),
+    (lambda st: S.run_all(st, ["no-transfer"], [1, 1], progress=False), "distinct"),
+    (lambda st: S.evaluate_run(st, "tpo", [2.5]), "integers"),
+    (lambda st: S.measure_sources(st, n_prompts="4"), "n_prompts must be an integer"),
+    (lambda st: S.measure_sources(st, n_prompts=10**9), "n_prompts must be an integer"),
+    (lambda st: S.measure_sources(st, n_prompts=4, seed=None), "seed must be an integer"),
+])
+def test_notebook_parameters_are_checked_before_compute(smoke, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(smoke)

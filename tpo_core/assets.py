@@ -406,7 +406,7 @@ _PROBE_TEXT = "Write a one-line summary: libfoo is a small C library for parsing
 @contextlib.contextmanager
 def _quiet_transformers(quiet: bool):
     """:func:`tpo_core.sources.quiet_loading`, plus the GGUF dequantisation bar (a bare tqdm), while loading."""
-    from tpo_core.sources import quiet_loading
+    from tpo_core.common import quiet_loading
 
     if not quiet:
         yield

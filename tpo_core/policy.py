@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from tpo_core.provenance import code_identity, record_checksums, verify_checksums
-from tpo_core.sources import quiet_loading
+from tpo_core.common import quiet_loading
 
 __all__ = ["PolicyConfig", "Policy", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key", "cache_folder",
            "data_sha256"]

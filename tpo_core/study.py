@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -48,7 +49,8 @@ from tpo_core.empirical import METHODS, run_method, write_csv
 from tpo_core.presets import Preset, get_preset, validate
 from tpo_core.provenance import (CHECKSUMS, StaleResultError, canonical, code_identity, describe_changes,
                                  read_json, sha256_json, verify_checksums, write_atomic)
-from tpo_core.sources import best_of_n, quiet_loading
+from tpo_core.common import quiet_loading
+from tpo_core.sources import best_of_n
 
 __all__ = ["RUNS", "Run", "Study", "load_study", "measure_sources", "choose_worst_best", "run", "run_all",
            "run_identity", "check_run", "eval_key", "evaluate_run", "evaluate_pi0", "table1", "win_rates_vs_pi0",
@@ -330,6 +332,10 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
     path = study.root / "sources.csv"
     detail_path = study.root / "source_prompts.csv"
     p = study.preset
+    if not isinstance(n_prompts, numbers.Integral) or isinstance(n_prompts, bool) or not 2 <= n_prompts <= len(study.online):
+        raise ValueError(f"n_prompts must be an integer in [2, {len(study.online)}], got {n_prompts!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     key = sha256_json({"n_prompts": n_prompts, "seed": seed, "sources": {a: p.sources[a] for a in study.sources},
                        **{f: getattr(p, f) for f in ("pool_size", "temperature", "max_new_tokens", "prompt_prefix")},
                        "pi0": study.pi0_identity, "data": study.data_identity, "gold": study.gold_identity,
@@ -427,6 +433,16 @@ def run_identity(study: Study, name: str, seed: int) -> dict:
             "code": code_identity("study")}
 
 
+def _seeds(study: Study, seeds) -> list[int]:
+    """``seeds`` (default: the preset's) as a list of distinct integers, or ``ValueError`` before any compute."""
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    if not seeds or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    return [int(s) for s in seeds]
+
+
 def _run_spec(name: str) -> Run:
     if name not in RUNS:
         raise ValueError(f"unknown run {name!r}; choose one of {sorted(RUNS)}")
@@ -487,6 +503,7 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     from tpo_core.trainer import PreferenceTrainer
 
     spec = _run_spec(name)
+    _seeds(study, [seed])
     if not study.arms:
         raise ValueError("this study was loaded without its sources (sources='none'); load it with 'arms'")
     worst = best = None
@@ -519,7 +536,7 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     for n in names:
         if n not in RUNS:
             raise ValueError(f"unknown run {n!r}; choose one of {sorted(RUNS)}")
-    seeds = list(study.preset.seeds if seeds is None else seeds)
+    seeds = _seeds(study, seeds)
     jobs = [(n, s) for n in names for s in seeds]
     frames = []
     for n, s in tqdm(jobs, desc="runs", disable=not progress):
@@ -641,7 +658,7 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
     is evaluated again (weights verified before loading). A checkpoint identical to TPO's (the shared first
     iteration of some ablations) reuses TPO's rows: the weights' hash decides, not the run's name.
     """
-    seeds = list(study.preset.seeds if seeds is None else seeds)
+    seeds = _seeds(study, seeds)
     frames = []
     for s in tqdm(seeds, desc=f"evaluate {name}", disable=not progress):
         out_dir, path, key = study.run_dir(name, s), _eval_path(study, name, s), eval_key(study, s)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from tpo_core import losses as L
 from tpo_core.provenance import record_checksums, verify_checksums
-from tpo_core.sources import quiet_loading
+from tpo_core.common import quiet_loading
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_logprobs", "latest_checkpoint",
            "LOG_COLUMNS"]
