@@ -223,3 +223,19 @@ def test_a_failed_notebook_leaves_nothing_in_the_book(tmp_path):
 def test_notebook_parameters_are_checked_before_compute(smoke, call, match):
     with pytest.raises(ValueError, match=match):
         call(smoke)
+
+
+def test_a_notebook_reruns_when_the_library_or_an_upstream_result_changes(tmp_path, monkeypatch):
+    """Issue 12 (2): the notebook key covers the library code the notebook imports and the run keys of the
+    notebooks whose results it reads, not only its own source and parameters."""
+    spec = next(s for s in reproduce.NOTEBOOKS if s.name == "06_differences")
+    kw = dict(quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")
+    first = reproduce.run_notebook(spec, **kw)
+    assert reproduce.run_notebook(spec, **kw).get("skipped") is True
+    (tmp_path / "res" / "manifests" / "04_table1.json").write_text(json.dumps({"key": "new table 1"}))
+    again = reproduce.run_notebook(spec, **kw)
+    assert not again.get("skipped") and again["key"] != first["key"]
+    real = provenance.code_identity
+    monkeypatch.setattr(provenance, "code_identity", lambda *a, **k: real(*a, **k) + "-edited")
+    third = reproduce.run_notebook(spec, **kw)
+    assert not third.get("skipped") and third["library_code"].endswith("-edited")

@@ -710,8 +710,12 @@ def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo",
 
     ``evals``: run name -> :func:`evaluate_run` frame. Columns ``baseline, iteration, win_rate_mean, ci_low,
     ci_high, n_seeds, p_improve`` (t-interval across seeds, probability of improvement of the seeds' mean
-    gold) plus the stratified-bootstrap interval ``boot_low, boot_high`` and ``n_prompts``.
+    gold) plus the stratified-bootstrap interval ``boot_low, boot_high``, ``n_prompts``, and the power
+    columns of :mod:`tpo_core.power`: ``sd_between, sd_eval, sd_train`` (points), ``p_value``, ``p_holm``,
+    ``verdict`` (Holm over all the cells), ``mde`` (points from 50% at 80% power), and the paired mean
+    difference in r* ``gold_diff_mean, gold_diff_low, gold_diff_high``.
     """
+    from tpo_core import power
     rng = rng if rng is not None else np.random.default_rng(0)
     seeds = list(study.preset.seeds if seeds is None else seeds)
     baselines = [b for b in (baselines or [m for m in METHODS if m != method]) if b in evals]
@@ -720,10 +724,11 @@ def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo",
         for k in range(1, study.preset.n_iterations + 1):
             a_k, b_k = _matrix(evals[method], k, seeds), _matrix(evals[b], k, seeds)
             r = evaluation.summarize_win_rate(a_k, b_k, rng, n_boot=n_boot)
-            rows.append({"baseline": b, "iteration": k, **r})
+            rows.append({"baseline": b, "iteration": k, **r, **power.cell_statistics(a_k, b_k)})
     cols = ["baseline", "iteration", "win_rate_mean", "ci_low", "ci_high", "n_seeds", "p_improve",
-            "boot_low", "boot_high", "n_prompts"]
-    return evaluation.as_frame(rows)[cols]
+            "boot_low", "boot_high", "n_prompts", "sd_between", "sd_eval", "sd_train", "p_value", "p_holm",
+            "verdict", "mde", "gold_diff_mean", "gold_diff_low", "gold_diff_high"]
+    return power.add_holm(evaluation.as_frame(rows))[cols]
 
 
 def win_rates_vs_pi0(study: Study, evals: dict[str, pd.DataFrame], pi0: pd.DataFrame, *, seeds=None,
