@@ -27,6 +27,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fault(session: nox.Session) -> None:
+    """Kill the quick study with SIGKILL inside each notebook in turn, resume it, and compare every results
+    table byte for byte with an uninterrupted run (tests/test_fault.py; about two quick studies' time)."""
+    _install(session)
+    session.run("pytest", "-q", "-m", "fault", "tests/test_fault.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def reproduce(session: nox.Session) -> None:
     """Run the notebooks with papermill, then build the HTML book.
 
@@ -39,12 +47,16 @@ def reproduce(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """One DPO step: tpo_core's trainer against TRL's DPOTrainer on the same model and batch (CPU).
+    """The trainer and the online loop against their peers, measured side by side (CPU).
 
-    Writes results/bench.csv (pairs/s of both, their ratio, achieved FLOP/s against measured matmul peak).
+    results/bench.csv: one DPO step of tpo_core's trainer against TRL's DPOTrainer (pairs/s, their ratio,
+    FLOP/s against the measured matmul peak). results/bench_loop.csv: the sampler against `generate`, the
+    human against sentence-transformers, BERTScore against bert_score, and one iteration of each method
+    (labelled prompts/s, seconds by part), with the CPU's flags. Extra args go to tpo_core.bench.
     """
     _install(session)
     session.run("python", "-m", "tpo_core.bench", "--out", "results/bench.csv", *session.posargs)
+    session.run("python", "-m", "tpo_core.bench_loop", "--out", "results/bench_loop.csv")
 
 
 @nox.session(python=PYTHON)

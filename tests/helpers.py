@@ -19,3 +19,23 @@ def build_tiny_bert(path, max_len: int = 128, layers: int = 2):
                      intermediate_size=64, max_position_embeddings=max_len)
     BertModel(cfg).save_pretrained(path)
     return path
+
+
+def chromium_or_skip_reason():
+    """``(path, None)`` when headless Chromium is found, else ``(None, reason)``.
+
+    On CI (``CI=true``) a missing browser is a failure, not a skip: ``.ci/run`` installs Debian's chromium,
+    so the browser checks of the book must run there.
+    """
+    import os
+
+    import pytest
+
+    from tpo_core import browser_check
+
+    try:
+        return browser_check.find_chromium(), None
+    except browser_check.ChromiumNotFound as err:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but Chromium is missing ({err}); .ci/run installs it with apt-get", pytrace=False)
+        return None, f"Chromium is not installed (apt-get install chromium, or set $CHROMIUM): {err}"

@@ -302,7 +302,7 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     d1, d2 = one.run_dir("tpo", seed), two.run_dir("tpo", seed)
     # identical decisions: every prompt's arm, win and gold scores, byte for byte
     assert (d1 / "records_iter_1.csv").read_bytes() == (d2 / "records_iter_1.csv").read_bytes()
-    records = pd.read_csv(d1 / "records_iter_1.csv", keep_default_na=False)
+    records = pd.read_csv(d1 / "records_iter_1.csv")
     assert len(set(records.arm)) > 1  # the bandit did choose (warm-up and UCB), not one fixed arm
     # identical pooled statistics and selector random state
     state1 = json.loads((d1 / "selector_state_iter_1.json").read_text())
@@ -369,7 +369,7 @@ def test_paper_preset_on_two_processes_with_stand_ins(paper_stand_ins, tmp_path)
     _reset_accelerate()
     debug_launcher(_paper_worker, args=(st, 100), num_processes=2)
     d = st.run_dir("tpo", 100)
-    records = pd.read_csv(d / "records_iter_1.csv", keep_default_na=False)
+    records = pd.read_csv(d / "records_iter_1.csv")
     assert list(records.prompt_idx) == list(range(p.prompts_per_iteration))
     assert (d / "iter_1" / "model.safetensors").is_file()
     meta = json.loads((d / "iter_1" / "preference_config.json").read_text())
@@ -404,7 +404,7 @@ def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("done: tpo") == 1  # printed by the main process only
     d = tmp_path / "paper" / "runs" / "tpo" / "seed_100"
-    records = pd.read_csv(d / "records_iter_1.csv", keep_default_na=False)
+    records = pd.read_csv(d / "records_iter_1.csv")
     assert list(records.prompt_idx) == [0, 1, 2, 3]
     meta = json.loads((d / "iter_1" / "preference_config.json").read_text())
     assert meta["config"]["batch_size"] == 1  # 2 pairs per step over 2 processes

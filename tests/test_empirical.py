@@ -175,7 +175,7 @@ def test_run_method_end_to_end_and_resume(smoke_setup, tmp_path, monkeypatch):
 
 def test_baselines_pull_their_fixed_arm():
     preset = get_preset("smoke")
-    assert make_selector("no-transfer", ["rougeLsum"], preset).select() == "null"
+    assert make_selector("no-transfer", ["rougeLsum"], preset).select() == "online"
     assert make_selector("exploit-best", ["a", "b"], preset, best="b").select() == "b"
     with pytest.raises(ValueError, match="unknown method"):
         make_selector("nope", ["a"], preset)

@@ -30,8 +30,21 @@ def test_t_interval_matches_scipy():
 
 
 def test_t_interval_degenerate_cases():
-    assert np.isnan(ev.t_interval([0.5])[1])
-    assert ev.t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    """One or two seeds, or zero spread, give no interval (NaN bounds), never a certain one."""
+    for v in ([0.5], [0.5, 0.7], [0.625, 0.625, 0.625]):
+        mean, lo, hi = ev.t_interval(v)
+        assert mean == pytest.approx(np.mean(v)) and np.isnan(lo) and np.isnan(hi)
+    assert ev.side_of(*ev.t_interval([0.625] * 3)[1:], value=0.5) == "no interval"
+
+
+def test_t_interval_is_clipped_to_the_possible_range():
+    v = [0.0, 0.0, 0.9]  # wide: the unclipped interval runs below 0
+    _, lo, hi = ev.t_interval(v)
+    _, clo, chi = ev.t_interval(v, bounds=(0.0, 1.0))
+    assert lo < 0 and clo == 0.0 and chi == pytest.approx(hi) and hi < 1
+    out = ev.summarize_win_rate(np.array([[1.0], [0.0], [1.0]]), np.zeros((3, 1)), np.random.default_rng(0),
+                                n_boot=20)
+    assert 0.0 <= out["ci_low"] <= out["win_rate_mean"] <= out["ci_high"] <= 100.0
 
 
 def test_bootstrap_without_seed_resampling_agrees_with_scipy_for_one_seed():
@@ -114,5 +127,5 @@ def test_side_of_an_interval():
     from tpo_core.evaluation import side_of
     assert side_of(50.1, 60) == "above" and side_of(40, 49.9) == "below"
     assert side_of(50, 60) == "contains" and side_of(40, 50) == "contains"  # touching 50: not excluded
-    assert side_of(float("nan"), float("nan")) == "contains"
+    assert side_of(float("nan"), float("nan")) == "no interval" and side_of(float("nan"), 60) == "no interval"
     assert side_of(0.6, 0.9, value=0.5) == "above"

@@ -96,19 +96,20 @@ def test_ensure_llm_joins_verifies_converts_once(tmp_path, monkeypatch):
     monkeypatch.setattr(assets, "_convert_gguf", _no_convert)
     assert assets.ensure_llm("fake", cache, parts_dir=parts) == cache
     assert assets.ensure_llm("fake", cache, verify=True) == cache
-    # corruption: a changed size is caught by the fast check, a same-size change only by verify=True
+    # corruption: a same-size change is caught by the default check (every file re-hashed), and only
+    # verify=False (sizes only) lets it through; a changed size is caught either way
     with open(cache / "model.safetensors", "r+b") as f:
         f.seek(2000)
         b = f.read(1)
         f.seek(2000)
         f.write(bytes([b[0] ^ 1]))
-    assert assets.ensure_llm("fake", cache) == cache
     with pytest.raises(assets.AssetChecksumError, match=r"corrupt:\n.*model.safetensors: sha256"):
-        assets.ensure_llm("fake", cache, verify=True)
+        assets.ensure_llm("fake", cache)
+    assert assets.ensure_llm("fake", cache, verify=False) == cache
     with open(cache / "config.json", "a") as f:
         f.write(" ")
     with pytest.raises(assets.AssetChecksumError, match=r"config.json: \d+ bytes, expected"):
-        assets.ensure_llm("fake", cache)
+        assets.ensure_llm("fake", cache, verify=False)
     # a cache converted from another GGUF, or a folder that is not a cache
     man["gguf_sha256"] = "0" * 64
     (cache / assets.LLM_MANIFEST).write_text(json.dumps(man))

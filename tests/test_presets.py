@@ -52,10 +52,47 @@ def test_overrides():
     ({"name": "embedded", "seeds": (1, 1)}, "seeds"),
     ({"name": "embedded", "beta": 0.0}, "beta"),
     ({"name": "embedded", "sources": {}}, "no sources"),
-    ({"name": "embedded", "sources": {"null": {"kind": "rougeLsum"}}}, "reserved"),
+    ({"name": "embedded", "sources": {"online": {"kind": "rougeLsum"}}}, "reserved"),
     ({"name": "embedded", "n_candidates": 1}, "n_candidates|top_k"),
 ])
 def test_bad_presets(kwargs, match):
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=match):
         get_preset(name, **kwargs)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("beta", NAN, "beta must be a finite number"),
+    ("temperature", NAN, "temperature must be a finite number"),
+    ("learning_rate", INF, "learning_rate must be a finite number"),
+    ("learning_rate", "1e-3", "learning_rate must be a finite number"),
+    ("null_value", NAN, "null_value"),
+    ("bonus", INF, "bonus"),
+    ("seeds", ("a", "b"), "seeds must be a non-empty tuple of integers"),
+    ("seeds", (1.5, 2), "seeds must be a non-empty tuple of integers"),
+    ("seeds", (True, 2), "seeds must be a non-empty tuple of integers"),
+    ("batch_size", 2.5, "batch_size must be an integer"),
+    ("epochs", True, "epochs must be an integer"),
+    ("n_test_prompts", 0, "n_test_prompts must be an integer >= 1"),
+    ("warmup", -1, "warmup must be an integer >= 0"),
+    ("top_k", 4, "top_k must satisfy"),  # smoke: n_candidates 4, so no online response would remain
+    ("sources", {"x": {"kind": "rouge"}}, "unknown source kind 'rouge'"),
+    ("sources", {"x": {"kind": "bertscore", "layers": 3}}, r"unknown keyword\(s\) \['layers'\]"),
+    ("sources", {"x": {"model_path": "m"}}, "'kind' key"),
+    ("gold", "", "gold must be a non-empty string"),
+])
+def test_bad_values_fail_before_compute(field, value, match):
+    """NaN, inf, wrong types, top_k == n_candidates and unknown source kinds or keywords are caught by
+    get_preset, with the field's name in the message."""
+    with pytest.raises(ValueError, match=match):
+        get_preset("smoke", **{field: value})
+
+
+def test_every_shipped_source_spec_is_accepted_and_lists_are_normalised():
+    for p in PRESETS.values():
+        get_preset(p.name)  # the shipped presets pass their own validation
+    p = get_preset("smoke", seeds=[3, 4], arms=["rougeLsum"])
+    assert p.seeds == (3, 4) and p.arms == ("rougeLsum",)

@@ -15,6 +15,8 @@ Modules, one paper concept each:
 * :mod:`tpo_core.trainer`    the preference trainer (accelerate; T5 and causal models)
 * :mod:`tpo_core.empirical`  empirical TPO (Alg. 3): candidates, win signal, iterations
 * :mod:`tpo_core.evaluation` win rates with t-intervals, bootstrap and probability of improvement
+* :mod:`tpo_core.study`      the language-model study of a preset end to end (notebooks 01-04)
+* :mod:`tpo_core.provenance` what made a cached result: identities, code hashes, checksummed weights
 * :mod:`tpo_core.bench`      the trainer's speed against TRL's DPOTrainer
 * :mod:`tpo_core.reproduce`  runs the notebooks with papermill and builds the book
 """

@@ -64,6 +64,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tpo_core.provenance import sha256_file
+
 __all__ = [
     "AssetChecksumError", "AssetMissingError", "LLM_ASSETS", "LLMAsset", "MINILM_PACKAGE", "MINILM_PIP_COMMAND",
     "MINILM_SHA256", "MPNET", "MPNET_PIP_COMMAND", "MPNET_SHA256", "SplitZipAsset", "cache_root", "ensure_llm",
@@ -77,15 +79,6 @@ class AssetMissingError(FileNotFoundError):
 
 class AssetChecksumError(ValueError):
     """A model file or wheel part does not have the expected sha256."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """The hex sha256 of a file, read in ``chunk``-byte blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify_dir(root: str | Path, manifest: Mapping[str, str]) -> list[str]:
@@ -108,9 +101,17 @@ def verify_dir(root: str | Path, manifest: Mapping[str, str]) -> list[str]:
 
 
 def cache_root() -> Path:
-    """``$TPO_CORE_CACHE`` if set, else ``~/.cache/tpo_core``: where assembled assets are unpacked."""
+    """``$TPO_CORE_CACHE`` if set, else ``~/.cache/tpo_core``: where assembled assets and π_0 are cached.
+
+    Raises ``NotADirectoryError`` (naming the variable) when that path exists and is not a folder.
+    """
     env = os.environ.get("TPO_CORE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tpo_core"
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "tpo_core"
+    if root.exists() and not root.is_dir():
+        where = "$TPO_CORE_CACHE" if env else "the default cache"
+        raise NotADirectoryError(f"{where} ({root}) is a file, not a folder: point TPO_CORE_CACHE at a folder "
+                                 "(it is created if missing), or unset it for ~/.cache/tpo_core")
+    return root
 
 
 # ------------------------------------------------------------------------------------------- MiniLM
@@ -405,7 +406,7 @@ _PROBE_TEXT = "Write a one-line summary: libfoo is a small C library for parsing
 @contextlib.contextmanager
 def _quiet_transformers(quiet: bool):
     """:func:`tpo_core.sources.quiet_loading`, plus the GGUF dequantisation bar (a bare tqdm), while loading."""
-    from tpo_core.sources import quiet_loading
+    from tpo_core.common import quiet_loading
 
     if not quiet:
         yield
@@ -507,14 +508,15 @@ def _convert_gguf(src_dir: Path, gguf_name: str, out_dir: Path, progress: bool) 
 
 
 def ensure_llm(name: str, cache_dir: str | Path | None = None, *, progress: bool = False,
-               parts_dir: str | Path | None = None, force: bool = False, verify: bool = False) -> Path:
+               parts_dir: str | Path | None = None, force: bool = False, verify: bool = True) -> Path:
     """The folder of a transformers checkpoint of the LLM asset ``name`` (``"smollm2"`` or ``"qwen05"``; see
     :data:`LLM_ASSETS`), converted once from its GGUF; load it with ``AutoModelForCausalLM.from_pretrained``.
 
     ``cache_dir`` defaults to ``cache_root() / name``. If it already holds a conversion, its
-    ``tpo_manifest.json`` is checked (same GGUF sha256, every file present with its recorded size; with
-    ``verify=True`` every file is also re-hashed) and the folder returned, in milliseconds; the packages are
-    then no longer needed. Otherwise:
+    ``tpo_manifest.json`` is checked (same GGUF sha256, every file present with its recorded size, and with
+    ``verify=True``, the default, every file re-hashed against the sha256 recorded at conversion, so a
+    corrupt or truncated checkpoint is an error naming the file, never silently different scores) and the
+    folder returned; the packages are then no longer needed. ``verify=False`` checks sizes only. Otherwise:
 
     1. The package files are located (installed distributions, or ``parts_dir``: raw files or downloaded
        wheels). Missing ones raise :class:`AssetMissingError` naming them and giving the pip command

@@ -1,6 +1,7 @@
 """Empirical TPO (paper §5, Alg. 3): the per-prompt steps of one online iteration.
 
-For each prompt the selector picks an arm. ``null`` keeps the ``n_candidates`` online responses. A
+For each prompt the selector picks an arm. The null arm (the authors' ``null``, named
+:data:`~tpo_core.presets.NULL_ARM` ``"online"`` here) keeps the ``n_candidates`` online responses. A
 source arm re-ranks a pool of extra on-policy samples with its reward and its top ``k`` replace the
 first ``k`` online responses (the authors' ``replace_num = 4``, responses 0..3). The simulated
 human scores the candidates; best vs worst is the preference pair, and the arm's *win* is 1 if the
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from tpo_core.data import sample_prompts
 from tpo_core.oracle import label_best_worst
+from tpo_core.presets import NULL_ARM
 from tpo_core.selection import TransferSelector
 from tpo_core.sources import best_of_n
 
@@ -148,16 +150,18 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
 def make_selector(method: str, arms, preset, *, worst: str | None = None, best: str | None = None,
                   policy: str = "paper-ucb", seed: int = 0) -> TransferSelector:
     """The arm selector of ``method``: the bandit for ``tpo``, a fixed arm for the baselines."""
-    arms = list(arms) + ["null"]
-    fixed = {"no-transfer": "null", "exploit-worst": worst, "exploit-best": best}
+    arms = list(arms) + [NULL_ARM]
+    fixed = {"no-transfer": NULL_ARM, "exploit-worst": worst, "exploit-best": best}
     if method == "tpo":
         return TransferSelector(arms, policy=policy, bonus=preset.bonus, null_value=preset.null_value,
-                                update_every=preset.update_every, warmup=preset.warmup, seed=seed)
+                                null_arm=NULL_ARM, update_every=preset.update_every, warmup=preset.warmup,
+                                seed=seed)
     if method not in fixed:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if fixed[method] not in arms:
         raise ValueError(f"{method} needs a source arm among {arms[:-1]}, got {fixed[method]!r}")
-    return TransferSelector(arms, policy=f"fixed:{fixed[method]}", update_every=preset.update_every, seed=seed)
+    return TransferSelector(arms, policy=f"fixed:{fixed[method]}", null_arm=NULL_ARM,
+                            update_every=preset.update_every, seed=seed)
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
@@ -214,7 +218,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
         records_path, ckpt = out_dir / f"records_iter_{k}.csv", out_dir / f"iter_{k}"
         if ckpt.is_dir() and records_path.exists():
             trainer.load_weights(ckpt)
-            records = pd.read_csv(records_path, dtype={"arm": str}, keep_default_na=False)  # "null" stays
+            records = pd.read_csv(records_path, dtype={"arm": str})
             logs = pd.read_csv(ckpt / "logs.csv")
             state_k = out_dir / f"selector_state_iter_{k}.json"
             if state_k.exists():  # statistics (used if carried) and random state, as after iteration k

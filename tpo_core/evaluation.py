@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["pairwise_outcomes", "t_interval", "bootstrap_ci", "probability_of_improvement",
+__all__ = ["MIN_SEEDS_FOR_INTERVAL", "pairwise_outcomes", "t_interval", "bootstrap_ci", "probability_of_improvement",
            "summarize_win_rate", "side_of", "as_frame", "PAPER_TABLE1"]
 
 #: The paper's Table 1 (DPO; win rate % of empirical TPO, mean and 95% CI half-width over 3 seeds;
@@ -57,19 +57,31 @@ def pairwise_outcomes(gold_a, gold_b) -> np.ndarray:
     return 0.5 * (1.0 + np.sign(a - b))
 
 
-def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval across seeds; (mean, nan, nan) for a single seed."""
+#: Fewest seeds for which :func:`t_interval` reports an interval. With 2 the t-interval rests on a single
+#: degree of freedom (its 95% half-width is 12.7 standard errors) and its variance estimate is too unstable
+#: to mean anything; below this the interval is NaN: "no interval", not a certain one.
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
+def t_interval(values, confidence: float = 0.95, bounds: tuple[float, float] | None = None
+               ) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval across seeds.
+
+    No interval, ``(mean, nan, nan)``, for fewer than :data:`MIN_SEEDS_FOR_INTERVAL` values or zero spread:
+    identical seeds say nothing about seed-to-seed variation, so they must not read as certainty. ``bounds``
+    (e.g. ``(0, 1)`` for a win rate) clips the interval to the possible range.
+    """
     _check_confidence(confidence)
     v = np.asarray(values, dtype=float).ravel()
     if v.size == 0 or not np.all(np.isfinite(v)):
         raise ValueError("t_interval needs at least one finite value")
     mean = float(v.mean())
-    if v.size < 2:
+    sem = stats.sem(v) if v.size > 1 else 0.0
+    if v.size < MIN_SEEDS_FOR_INTERVAL or sem == 0:
         return mean, float("nan"), float("nan")
-    sem = stats.sem(v)
-    if sem == 0:
-        return mean, mean, mean
     lo, hi = stats.t.interval(confidence, v.size - 1, loc=mean, scale=sem)
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return mean, float(lo), float(hi)
 
 
@@ -123,7 +135,7 @@ def summarize_win_rate(gold_a, gold_b, rng: np.random.Generator, *, confidence: 
     a, b = _as_2d(gold_a, "gold_a"), _as_2d(gold_b, "gold_b")
     out = pairwise_outcomes(a, b)
     per_seed = out.mean(axis=1)
-    mean, lo, hi = t_interval(per_seed, confidence)
+    mean, lo, hi = t_interval(per_seed, confidence, bounds=(0.0, 1.0))
     b_lo, b_hi = bootstrap_ci(out, rng, n_boot=n_boot, confidence=confidence)
     return {
         "win_rate_mean": 100 * mean, "ci_low": 100 * lo, "ci_high": 100 * hi,
@@ -136,7 +148,10 @@ def summarize_win_rate(gold_a, gold_b, rng: np.random.Generator, *, confidence: 
 
 def side_of(ci_low: float, ci_high: float, value: float = 50.0) -> str:
     """Where an interval lies relative to ``value`` (50% for a win rate): ``"above"`` when ``ci_low > value``,
-    ``"below"`` when ``ci_high < value``, else ``"contains"`` (also for NaN bounds): no detectable difference."""
+    ``"below"`` when ``ci_high < value``, ``"contains"`` otherwise (no detectable difference), and
+    ``"no interval"`` when a bound is NaN (too few seeds, or zero spread: see :func:`t_interval`)."""
+    if np.isnan(ci_low) or np.isnan(ci_high):
+        return "no interval"
     return "above" if ci_low > value else "below" if ci_high < value else "contains"
 
 

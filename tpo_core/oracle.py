@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import expit
 from tqdm import tqdm
 
-from tpo_core.sources import _check_inputs, _check_positive_ints, quiet_loading
+from tpo_core.common import check_inputs, check_positive_ints, quiet_loading
 
 __all__ = ["GoldReward", "native_bf16", "RewardModelGold", "label_best_worst", "label_bradley_terry", "bt_probability"]
 
@@ -86,7 +86,7 @@ class GoldReward:
 
         from tpo_core.assets import MINILM_SHA256, ensure_mpnet, sha256_file
 
-        _check_positive_ints(batch_size=batch_size)
+        check_positive_ints(batch_size=batch_size)
         path = Path(model_path) if model_path is not None else ensure_mpnet()
         if not path.is_dir():
             raise FileNotFoundError(f"gold encoder folder not found: {path} (a local folder is required)")
@@ -191,7 +191,7 @@ class GoldReward:
 
         Raises ``ValueError`` for unequal lengths or an empty reference, ``TypeError`` for non-``str`` items.
         """
-        p, r, f = _check_inputs(prompts, responses, references)
+        p, r, f = check_inputs(prompts, responses, references)
         if not r:
             return np.zeros(0)
         for i, ref in enumerate(f):
@@ -231,7 +231,7 @@ class RewardModelGold:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        _check_positive_ints(batch_size=batch_size)
+        check_positive_ints(batch_size=batch_size)
         with quiet_loading(not progress):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=local_files_only)
             self.model = AutoModelForSequenceClassification.from_pretrained(
@@ -260,7 +260,7 @@ class RewardModelGold:
         """The reward model's scalar for each (prompt, response), float64."""
         import torch
 
-        p, r, _ = _check_inputs(prompts, responses, references)
+        p, r, _ = check_inputs(prompts, responses, references)
         texts = [self.chat_text(a, b) for a, b in zip(p, r)]
         out = np.zeros(len(texts))
         show = self.progress if progress is None else progress

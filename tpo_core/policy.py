@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tpo_core.sources import quiet_loading
+from tpo_core.provenance import code_identity, record_checksums, verify_checksums
+from tpo_core.common import quiet_loading
 
 __all__ = ["PolicyConfig", "Policy", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key", "cache_folder",
            "data_sha256"]
@@ -141,9 +142,11 @@ def _identity(config: PolicyConfig) -> dict:
 
 
 def cache_key(config: PolicyConfig, data_sha: str) -> str:
-    """Hex key of a cached ``pi_0``: hashes the cache format, the config (except ``num_threads``) and the
-    data checksum."""
-    blob = json.dumps({"format": CACHE_FORMAT, "config": _identity(config), "data": data_sha}, sort_keys=True)
+    """Hex key of a cached ``pi_0``: hashes the cache format, the config (except ``num_threads``), the
+    data checksum and the identity of the code that trains it (:func:`tpo_core.provenance.code_identity` of
+    this module and what it imports): edit the SFT recipe and ``pi_0`` is trained again."""
+    blob = json.dumps({"format": CACHE_FORMAT, "config": _identity(config), "data": data_sha,
+                       "code": code_identity("policy")}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -360,22 +363,29 @@ class Policy:
 
     # --- persistence ---------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
-        """Write the model (``model.safetensors``, ``config.json``), tokenizer and ``policy_config.json``."""
+        """Write the model (``model.safetensors``, ``config.json``), tokenizer, ``policy_config.json`` and,
+        last, ``checksums.json`` (the weights' sha256, verified by :meth:`load`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         (directory / "policy_config.json").write_text(json.dumps(asdict(self.config), indent=2))
+        record_checksums(directory)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> "Policy":
-        """Load a policy written by :meth:`save` (local files only), in eval mode."""
+        """Load a policy written by :meth:`save` (local files only), in eval mode.
+
+        The weights are checked against ``checksums.json`` first: a corrupt or truncated file raises
+        :class:`tpo_core.provenance.CorruptFileError` naming it."""
         from transformers import PreTrainedTokenizerFast, T5ForConditionalGeneration
 
         directory = Path(directory)
         if not (directory / "policy_config.json").is_file():
             raise FileNotFoundError(f"no saved policy in {directory} (policy_config.json missing)")
+        verify_checksums(directory, rebuild=f"Delete {directory} to rebuild it (a cached pi_0 is trained again "
+                                            "by tpo_core.study.load_study).")
         config = PolicyConfig(**json.loads((directory / "policy_config.json").read_text()))
         with quiet_loading():
             model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
@@ -509,6 +519,7 @@ def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress
         with quiet_loading():
             policy.save(tmp)
         manifest = {"format": CACHE_FORMAT, "config": asdict(config), "data_sha256": sha,
+                    "code": code_identity("policy"),
                     "data_rows": len(train_df), "train_wall_s": round(wall, 2),
                     "final_loss": float(np.mean(losses[-50:])),
                     "loss_every": every,

@@ -7,14 +7,21 @@
   the Hugging Face Hub, for GPU users; it cannot run on our machines.
 * ``smoke``: tiny random models and a handful of prompts, for tests.
 
-Every field has a docstring; :func:`get_preset` validates the name.
+Every field has a docstring; :func:`get_preset` validates every field before any compute.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["Preset", "PRESETS", "get_preset"]
+__all__ = ["Preset", "PRESETS", "NULL_ARM", "get_preset", "validate"]
+
+#: The arm that transfers nothing: the online policy π_OL's own responses (the authors call it ``null``;
+#: named ``online`` here so that result files read back with plain ``pandas.read_csv``, which turns the
+#: string ``null`` into NaN).
+NULL_ARM = "online"
 
 
 @dataclass(frozen=True)
@@ -176,42 +183,89 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (_EMBEDDED, _PAPER, _SMOKE)}
 
 
 def get_preset(name: str, **overrides) -> Preset:
-    """The preset called ``name``, with optional field overrides (``get_preset("embedded", seeds=(1,))``)."""
+    """The preset called ``name``, with optional field overrides (``get_preset("embedded", seeds=(1,))``).
+
+    Everything is validated before any compute (:func:`validate`); ``seeds`` and ``arms`` may be given as lists.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
     unknown = set(overrides) - set(preset.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"unknown preset fields {sorted(unknown)}")
+        raise ValueError(f"unknown preset fields {sorted(unknown)}; the fields are {sorted(preset.__dataclass_fields__)}")
+    for key in ("seeds", "arms"):
+        if isinstance(overrides.get(key), list):
+            overrides[key] = tuple(overrides[key])
     preset = replace(preset, **overrides)
-    _validate(preset)
+    validate(preset)
     return preset
 
 
-def _validate(p: Preset) -> None:
-    if not p.sources:
+_INTS = {"prompts_per_iteration": 1, "n_candidates": 2, "pool_size": 1, "top_k": 1, "n_iterations": 1,
+         "max_input_tokens": 1, "max_new_tokens": 1, "epochs": 1, "batch_size": 1, "update_every": 1,
+         "warmup": 0, "n_test_prompts": 1}
+"""Integer fields and their smallest allowed value."""
+_POSITIVE = ("temperature", "beta", "learning_rate")
+"""Real fields that must be finite and > 0."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate(p: Preset) -> None:
+    """Raise ``ValueError`` naming the first field of ``p`` that is wrong: types (integers are integers, not
+    ``2.5`` or ``True``), finite numbers (no NaN or inf), ranges, ``top_k < n_candidates``, known source kinds
+    and their keyword arguments (:func:`tpo_core.sources.source_keywords`), arms among the sources."""
+    from tpo_core.sources import SOURCE_NAMES, source_keywords
+
+    for name in ("name", "dataset", "prompt_prefix", "policy", "gold"):
+        if not isinstance(getattr(p, name), str) or (name != "prompt_prefix" and not getattr(p, name)):
+            raise ValueError(f"{name} must be a non-empty string, got {getattr(p, name)!r}")
+    for name, low in _INTS.items():
+        v = getattr(p, name)
+        if not _is_int(v) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+    for name in _POSITIVE:
+        v = getattr(p, name)
+        if not _is_real(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if not (_is_real(p.null_value) and 0 <= p.null_value <= 1):
+        raise ValueError(f"null_value must be a finite number in [0, 1], got {p.null_value!r}")
+    if not (_is_real(p.bonus) and p.bonus >= 0):
+        raise ValueError(f"bonus must be a finite number >= 0, got {p.bonus!r}")
+    if not isinstance(p.seeds, tuple) or not p.seeds or not all(_is_int(s) for s in p.seeds):
+        raise ValueError(f"seeds must be a non-empty tuple of integers, got {p.seeds!r}")
+    if len(set(p.seeds)) != len(p.seeds):
+        raise ValueError(f"seeds must be distinct, got {p.seeds!r}")
+    if not p.top_k < p.n_candidates or p.top_k > p.pool_size:
+        raise ValueError(f"top_k must satisfy 1 <= top_k < n_candidates and top_k <= pool_size (online responses "
+                         f"must remain among the candidates), got top_k={p.top_k}, n_candidates={p.n_candidates}, "
+                         f"pool_size={p.pool_size}")
+    if p.gold_autocast_bf16 not in (True, False, "auto"):
+        raise ValueError(f"gold_autocast_bf16 must be True, False or 'auto', got {p.gold_autocast_bf16!r}")
+    if not isinstance(p.sources, dict) or not p.sources:
         raise ValueError(f"preset {p.name!r} has no sources")
-    if "null" in p.sources:
-        raise ValueError("'null' is reserved for the no-transfer arm")
+    if NULL_ARM in p.sources:
+        raise ValueError(f"{NULL_ARM!r} is reserved for the no-transfer arm")
+    for arm, spec in p.sources.items():
+        if not isinstance(arm, str) or not arm:
+            raise ValueError(f"source names must be non-empty strings, got {arm!r}")
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise ValueError(f"source {arm!r}: the spec must be a dict with a 'kind' key, got {spec!r}")
+        if spec["kind"] not in SOURCE_NAMES:
+            raise ValueError(f"source {arm!r}: unknown source kind {spec['kind']!r}; expected one of {SOURCE_NAMES}")
+        extra = set(spec) - {"kind"} - source_keywords(spec["kind"])
+        if extra:
+            raise ValueError(f"source {arm!r} ({spec['kind']}): unknown keyword(s) {sorted(extra)}; it accepts "
+                             f"{sorted(source_keywords(spec['kind']))}")
+    if p.arms is not None and (not isinstance(p.arms, tuple) or not p.arms or set(p.arms) - set(p.sources)):
+        raise ValueError(f"preset {p.name!r}: arms {p.arms} must be a non-empty subset of its sources {sorted(p.sources)} (a tuple)")
     arms = p.sources if p.arms is None else p.arms
-    if p.arms is not None and (not p.arms or set(p.arms) - set(p.sources)):
-        raise ValueError(f"preset {p.name!r}: arms {p.arms} must be a non-empty subset of its sources {sorted(p.sources)}")
     for arm in (p.worst_source, p.best_source):
         if arm is not None and arm not in arms:
             raise ValueError(f"preset {p.name!r}: {arm!r} is not one of its arms {sorted(arms)}")
-    if not 1 <= p.top_k <= min(p.pool_size, p.n_candidates):
-        raise ValueError(f"top_k must lie in [1, min(pool_size, n_candidates)], got {p.top_k}")
-    if p.n_candidates < 2:
-        raise ValueError("n_candidates must be >= 2 (a preference needs two responses)")
-    for name in ("prompts_per_iteration", "n_iterations", "epochs", "batch_size", "update_every",
-                 "n_test_prompts", "max_new_tokens", "max_input_tokens"):
-        if getattr(p, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(p, name)}")
-    if not p.seeds or len(set(p.seeds)) != len(p.seeds):
-        raise ValueError("seeds must be a non-empty tuple of distinct integers")
-    if p.beta <= 0 or p.learning_rate <= 0 or p.temperature <= 0:
-        raise ValueError("beta, learning_rate and temperature must be > 0")
-    if p.gold_autocast_bf16 not in (True, False, "auto"):
-        raise ValueError(f"gold_autocast_bf16 must be True, False or 'auto', got {p.gold_autocast_bf16!r}")
-    if not 0 <= p.null_value <= 1 or p.bonus < 0 or p.warmup < 0:
-        raise ValueError("null_value must lie in [0, 1]; bonus and warmup must be >= 0")

@@ -5,8 +5,12 @@ notebook in ``notebooks/``; it is converted with jupytext, executed by papermill
 parameters, and written atomically to ``book/executed/<name>.ipynb``. A manifest per run
 (parameters, seed, versions, git commit, wall time) goes to ``results/manifests/<name>.json``.
 
-Resumable: a notebook whose source and parameters match the manifest of a finished run is
-skipped, so a killed ``reproduce`` picks up where it stopped. ``--force`` reruns everything.
+Resumable: a notebook whose source, parameters and library code (every ``tpo_core`` module it imports,
+transitively: :func:`tpo_core.provenance.code_identity`) match the manifest of a finished run is skipped,
+so a killed ``reproduce`` picks up where it stopped, and an edit to the library reruns the notebooks that
+use it. ``--force`` reruns everything. A parameter the notebook does not declare is an error, not a
+silently ignored value. A notebook that fails leaves no partial output in the book; its executed copy
+is kept in ``results/failed/<name>.ipynb`` for debugging.
 ``--quick`` runs every notebook on tiny settings (for CI and smoke tests).
 """
 
@@ -20,6 +24,8 @@ import platform
 import subprocess
 import sys
 import tempfile
+import ast
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,6 +45,8 @@ class NotebookSpec:
     """Parameter overrides for ``--quick`` runs: tiny sizes, seconds not minutes."""
     params: dict = field(default_factory=dict)
     """Parameter overrides for full runs (defaults live in the notebook's ``parameters`` cell)."""
+    reads: tuple = ()
+    """Notebooks whose results this one reads: their run keys are part of its key, so it reruns after them."""
 
 
 #: The notebooks, in the order they run (later ones may read earlier ones' results).
@@ -54,16 +62,41 @@ NOTEBOOKS: list[NotebookSpec] = [
                "long_factor": 2},
     ),
     NotebookSpec("01_source_rms", quick={"preset": "smoke", "n_prompts": 4, "n_quality": 8}),
-    NotebookSpec("02_baselines", quick={"preset": "smoke"}),
-    NotebookSpec("03_empirical_tpo", quick={"preset": "smoke", "ablation_seeds": 1}),
-    NotebookSpec("04_table1", quick={"preset": "smoke", "ablation_seeds": 1, "n_boot": 200}),
-    NotebookSpec("06_differences", quick={"preset": "smoke"}),
+    NotebookSpec("02_baselines", quick={"preset": "smoke"}, reads=("01_source_rms",)),
+    NotebookSpec("03_empirical_tpo", quick={"preset": "smoke", "ablation_seeds": 1},
+                 reads=("01_source_rms", "02_baselines")),
+    NotebookSpec("04_table1", quick={"preset": "smoke", "ablation_seeds": 1, "n_boot": 200},
+                 reads=("01_source_rms", "02_baselines", "03_empirical_tpo")),
+    NotebookSpec("06_differences", quick={"preset": "smoke"}, reads=("01_source_rms", "04_table1")),
     NotebookSpec("A1_bench", quick={"bench_args": ["--tiny", "--rounds", "1", "--steps", "1"], "reuse": False}),
 ]
 
 #: Packages whose versions every manifest records.
 _VERSIONED = ["numpy", "scipy", "pandas", "matplotlib", "seaborn", "papermill", "jupytext",
               "torch", "transformers", "trl", "accelerate", "jupyter-book"]
+
+
+def declared_parameters(notebook) -> set[str]:
+    """Names assigned in the notebook's ``parameters`` cell (a jupytext/nbformat notebook object)."""
+    cells = [c for c in notebook.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"a notebook needs exactly one cell tagged 'parameters', found {len(cells)}")
+    names = set()
+    for node in ast.parse(cells[0].source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, (ast.AnnAssign, ast.AugAssign)) else []
+        for t in targets:
+            names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _code_of(notebook) -> str:
+    """The notebook's code cells, IPython magics and shell lines dropped (for finding its imports)."""
+    lines = []
+    for c in notebook.cells:
+        if c.cell_type == "code":
+            lines += [ln for ln in c.source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+    return "\n".join(lines)
 
 
 def _sha256(text: str) -> str:
@@ -118,10 +151,22 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     source_path = root / "notebooks" / f"{spec.name}.md"
     if not source_path.exists():
         raise FileNotFoundError(f"notebook source {source_path} does not exist")
+    from tpo_core.provenance import code_identity
+
     source = source_path.read_text()
+    notebook = jupytext.read(source_path)
     shown_dir = os.path.relpath(results_dir, root) if results_dir.is_relative_to(root) else str(results_dir)
     params = {**(spec.quick if quick else spec.params), "results_dir": shown_dir}
-    key = _sha256(source + json.dumps(params, sort_keys=True))
+    unknown = set(params) - declared_parameters(notebook)
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown parameter(s) {sorted(unknown)}; the notebook's parameters cell "
+                         f"declares {sorted(declared_parameters(notebook))}")
+    code = _code_of(notebook)
+    named = {m for m in re.findall(r"tpo_core\.(\w+)", code) if (Path(__file__).parent / f"{m}.py").is_file()}
+    library = code_identity(*named, source=code)  # imported modules, and those run as `-m tpo_core.X`
+    upstream = {n: (json.loads(p.read_text()).get("key") if (p := results_dir / "manifests" / f"{n}.json").is_file()
+                    else None) for n in spec.reads}
+    key = _sha256(source + json.dumps(params, sort_keys=True) + library + json.dumps(upstream, sort_keys=True))
     out_path = executed_dir / f"{spec.name}.ipynb"
     manifest_path = results_dir / "manifests" / f"{spec.name}.json"
 
@@ -137,11 +182,20 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         src_nb = Path(tmp) / f"{spec.name}.ipynb"
-        jupytext.write(jupytext.read(source_path), src_nb)
+        jupytext.write(notebook, src_nb)
         tmp_out = executed_dir / f".{spec.name}.running.ipynb"
-        papermill.execute_notebook(str(src_nb), str(tmp_out), parameters=params,
-                                   kernel_name="python3", cwd=str(root), progress_bar=False)
+        try:
+            papermill.execute_notebook(str(src_nb), str(tmp_out), parameters=params,
+                                       kernel_name="python3", cwd=str(root), progress_bar=False)
+        except BaseException:
+            if tmp_out.exists():  # keep the failed execution for debugging, out of the book
+                failed = results_dir / "failed" / f"{spec.name}.ipynb"
+                failed.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp_out, failed)
+                print(f"[reproduce] {spec.name}: failed; its executed copy is {failed}", flush=True)
+            raise
         os.replace(tmp_out, out_path)
+    (results_dir / "failed" / f"{spec.name}.ipynb").unlink(missing_ok=True)
     seconds = time.time() - started
     manifest = {
         "notebook": spec.name,
@@ -150,6 +204,7 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
         "parameters": params,
         "seed": params.get("seed", "notebook default"),
         "key": key,
+        "library_code": library,
         "git_commit": _git_commit(root),
         "versions": _versions(),
         "platform": platform.platform(),
@@ -177,13 +232,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--no-book", action="store_true", help="skip the jupyter-book build")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help="where results and manifests go (default: results/)")
+    parser.add_argument("--executed-dir", type=Path, default=None,
+                        help="where executed notebooks go (default: book/executed/; another needs --no-book)")
     args = parser.parse_args(argv)
+    if args.executed_dir is not None and not args.no_book:
+        parser.error("--executed-dir needs --no-book: the book is built from book/executed/")
 
     specs = [_spec(n) for n in args.only] if args.only else NOTEBOOKS
     total = time.time()
     timings = []
     for spec in specs:
-        manifest = run_notebook(spec, quick=args.quick, force=args.force)
+        manifest = run_notebook(spec, quick=args.quick, force=args.force, executed_dir=args.executed_dir,
+                                results_dir=args.results_dir)
         timings.append((spec.name, "skipped" if manifest.get("skipped") else f"{manifest['seconds']:.1f} s"))
     if not args.no_book:
         t0 = time.time()

@@ -33,7 +33,6 @@ The gold reward (the simulated human) is *not* here: see :mod:`tpo_core.oracle`;
 from __future__ import annotations
 
 import abc
-import contextlib
 import copy
 import inspect
 import math
@@ -46,8 +45,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tpo_core.common import check_inputs, check_positive_ints, quiet_loading
+
 __all__ = ["SOURCE_NAMES", "SourceReward", "RougeLsum", "BERTScore", "LLMLogProb", "Seq2SeqLogProb", "make_source",
-           "best_of_n", "DEFAULT_LLM_TEMPLATE", "CHAT_LLM_TEMPLATE", "LLM_ASSET_DEFAULTS"]
+           "source_keywords", "best_of_n", "DEFAULT_LLM_TEMPLATE", "CHAT_LLM_TEMPLATE", "LLM_ASSET_DEFAULTS"]
 
 SOURCE_NAMES = ("rougeLsum", "bertscore", "llm-logprob", "seq2seq-logprob")
 DEFAULT_LLM_TEMPLATE = "Write a one-line summary of this Debian package description:\n\n{prompt}\n\nSummary:"
@@ -62,49 +63,6 @@ CHAT_LLM_TEMPLATE = "Write a one-line summary of this Debian package description
 #: has no scored token and gets ``empty_score``.)
 LLM_ASSET_DEFAULTS = {"template": CHAT_LLM_TEMPLATE, "chat": True, "response_prefix": "", "reduction": "mean",
                       "append_eos": True, "add_bos": False}
-
-
-def _texts(x, what: str) -> list[str]:
-    if isinstance(x, (str, bytes)):
-        raise TypeError(f"{what} must be a sequence of str, got a single {type(x).__name__}")
-    try:
-        out = list(x)
-    except TypeError:
-        raise TypeError(f"{what} must be a sequence of str, got {type(x).__name__}") from None
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"{what}[{i}] is {type(t).__name__}, expected str")
-    return out
-
-
-def _check_positive_ints(**values) -> None:
-    """Raise ``ValueError`` naming the first keyword whose value is not a positive integer (bools refused)."""
-    for k, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{k} must be a positive integer, got {v!r}")
-
-
-def _check_inputs(prompts, responses, references) -> tuple[list[str], list[str], list[str]]:
-    p, r, f = _texts(prompts, "prompts"), _texts(responses, "responses"), _texts(references, "references")
-    if not len(p) == len(r) == len(f):
-        raise ValueError(f"prompts, responses and references must have equal lengths, got {len(p)}, {len(r)} "
-                         f"and {len(f)}")
-    return p, r, f
-
-
-@contextlib.contextmanager
-def quiet_loading(quiet: bool = True):
-    """Hide transformers' "Loading weights" progress bars while loading a model (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    if quiet and was:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet and was:
-            hf_logging.enable_progress_bar()
 
 
 class SourceReward(abc.ABC):
@@ -122,7 +80,7 @@ class SourceReward(abc.ABC):
 
         Raises ``ValueError`` if the three lengths differ and ``TypeError`` for non-``str`` items.
         """
-        p, r, f = _check_inputs(prompts, responses, references)
+        p, r, f = check_inputs(prompts, responses, references)
         if not r:
             return np.zeros(0)
         show = self.progress if progress is None else bool(progress)
@@ -190,7 +148,7 @@ class BERTScore(SourceReward):
 
         from tpo_core.assets import minilm_path
 
-        _check_positive_ints(batch_size=batch_size, chunk_size=chunk_size, num_layers=num_layers)
+        check_positive_ints(batch_size=batch_size, chunk_size=chunk_size, num_layers=num_layers)
         path = Path(model_path) if model_path is not None else minilm_path()
         if not path.is_dir():
             raise FileNotFoundError(f"BERTScore model folder not found: {path} (a local folder is required; "
@@ -274,7 +232,7 @@ class LLMLogProb(SourceReward):
                  progress: bool = True):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        _check_positive_ints(batch_size=batch_size)
+        check_positive_ints(batch_size=batch_size)
         if "{prompt}" not in template:
             raise ValueError(f"template must contain '{{prompt}}', got {template!r}")
         self.model = model.eval()
@@ -453,7 +411,7 @@ class Seq2SeqLogProb(SourceReward):
 
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        _check_positive_ints(batch_size=batch_size)
+        check_positive_ints(batch_size=batch_size)
         self.policy = Policy.from_pretrained(model_path, max_source_tokens=max_source_tokens,
                                              max_target_tokens=max_target_tokens, local_files_only=local_files_only)
         self.reduction, self.prefix, self.batch_size = reduction, prefix, int(batch_size)
@@ -480,6 +438,21 @@ class Seq2SeqLogProb(SourceReward):
 
 _REGISTRY = {"rougeLsum": RougeLsum, "bertscore": BERTScore, "llm-logprob": _make_llm,
              "seq2seq-logprob": Seq2SeqLogProb}
+
+
+def source_keywords(name: str) -> set[str]:
+    """The keyword arguments a preset spec ``{"kind": name, ...}`` may give (what :func:`make_source` accepts,
+    less ``progress``, which the study sets). Raises ``ValueError`` for an unknown name."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown source {name!r}; expected one of {SOURCE_NAMES}")
+    if name == "llm-logprob":  # the three ways to build one, see _make_llm
+        fns = (LLMLogProb.__init__, LLMLogProb.from_pretrained)
+        extra = {"asset", "cache_dir", "model_path"}
+    else:
+        fns, extra = (_REGISTRY[name].__init__,), set()
+    kw = {n for f in fns for n, p in inspect.signature(f).parameters.items()
+          if n not in ("self", "cls") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return (kw | extra) - {"progress"}
 
 
 def make_source(name: str, /, **kwargs) -> SourceReward:

@@ -10,12 +10,19 @@
   prompts, win rates with confidence intervals (:mod:`tpo_core.evaluation`).
 
 Everything is written under ``results/<preset>/`` atomically, and every step skips work already done,
-so an interrupted study resumes where it stopped::
+so an interrupted study resumes where it stopped. A cached result is reused only when the identity of
+what made it matches (:mod:`tpo_core.provenance`): the preset fields it depends on, the content hashes of
+its inputs (π_0's weights, the checkpoint it evaluates, the data) and the source of the code that
+computes it. A run folder records its identity in ``identity.json`` and is recomputed, with a message
+naming what changed, when the settings change; evaluation rows carry the sha256 of the checkpoint they
+judged and the key of the evaluation settings::
 
     results/<preset>/sources.csv                 source, spearman_gold, value_gold, win_rate_vs_pi0
     results/<preset>/runs/<run>/seed_<s>/        iter_k checkpoints, records_iter_k.csv, arms.csv
     results/<preset>/arms.csv                    method, seed, iteration, arm, pulls, wins
-    results/<preset>/eval/<run>/seed_<s>.csv     gold reward of one sampled response per test prompt
+    results/<preset>/runs/<run>/seed_<s>/identity.json   what the run's checkpoints were made from
+    results/<preset>/eval/<run>/seed_<s>.csv     gold reward of one sampled response per test prompt,
+                                                 with the checkpoint's sha256 and the evaluation key
     results/<preset>/table1.csv                  baseline, iteration, win_rate_mean, ci_low, ci_high, ...
 
 A *run* is a method plus its settings: the paper's four methods, and the ablations of :data:`RUNS`.
@@ -25,8 +32,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +46,15 @@ from tqdm import tqdm
 from tpo_core import evaluation
 from tpo_core.data import lead_baseline, sample_prompts
 from tpo_core.empirical import METHODS, run_method, write_csv
-from tpo_core.presets import Preset, get_preset
-from tpo_core.sources import best_of_n, quiet_loading
+from tpo_core.presets import Preset, get_preset, validate
+from tpo_core.provenance import (CHECKSUMS, StaleResultError, canonical, code_identity, describe_changes,
+                                 read_json, sha256_json, verify_checksums, write_atomic)
+from tpo_core.common import quiet_loading
+from tpo_core.sources import best_of_n
 
 __all__ = ["RUNS", "Run", "Study", "load_study", "measure_sources", "choose_worst_best", "run", "run_all",
-           "evaluate_run", "evaluate_pi0", "table1", "win_rates_vs_pi0", "write_csv"]
+           "run_identity", "check_run", "eval_key", "evaluate_run", "evaluate_pi0", "table1", "win_rates_vs_pi0",
+           "write_csv"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,11 @@ class Study:
     pi0_manifest: dict = field(default_factory=dict)
     """π_0's training manifest (wall time, loss curve, ...), empty for a pretrained π_0."""
     model_paths: dict = field(default_factory=dict)
+    """Hub id -> local folder, as given to :func:`load_study`."""
+    pi0_identity: dict = field(default_factory=dict)
+    """What π_0 is: the sha256 of its weight files (``sft:`` policies) or its Hub id / folder."""
+    data_identity: dict = field(default_factory=dict)
+    """sha256 of the online and test prompts (documents and references) this study uses."""
 
     def new_pi0(self):
         """A fresh copy of π_0 (each run trains its own)."""
@@ -107,13 +124,34 @@ class Study:
                                       max_target_tokens=self.preset.max_new_tokens, local_files_only=self.pi0_local)
 
     @property
+    def arm_names(self) -> list[str]:
+        """Names of the sources TPO and the exploit baselines transfer from (``preset.arms``, default all)."""
+        return list(self.preset.arms) if self.preset.arms is not None else list(self.preset.sources)
+
+    @property
     def arms(self) -> dict:
-        """The sources TPO and the exploit baselines transfer from (``preset.arms``, default all)."""
-        names = self.preset.arms if self.preset.arms is not None else list(self.sources)
-        return {a: self.sources[a] for a in names if a in self.sources}
+        """The built arm sources (empty when the study was loaded with ``sources="none"``)."""
+        return {a: self.sources[a] for a in self.arm_names if a in self.sources}
+
+    @property
+    def gold_identity(self) -> dict:
+        """What the simulated human is: the preset's ``gold`` and, for mpnet, whether it runs in bf16."""
+        return {"gold": self.preset.gold, "bf16": getattr(self.gold, "autocast_bf16", None)
+                if self.gold is not None else _resolved_bf16(self.preset)}
 
     def run_dir(self, name: str, seed: int) -> Path:
         return self.root / "runs" / name / f"seed_{seed}"
+
+
+def _resolved_bf16(preset: Preset):
+    """``Preset.gold_autocast_bf16`` as the mpnet human resolves it on this machine (None for another human)."""
+    if preset.gold != "mpnet":
+        return None
+    if preset.gold_autocast_bf16 == "auto":
+        from tpo_core.oracle import native_bf16
+
+        return native_bf16()
+    return bool(preset.gold_autocast_bf16)
 
 
 def _resolve(model: str, model_paths: dict) -> tuple[str, bool]:
@@ -203,7 +241,12 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     from tpo_core.assets import cache_root
     from tpo_core.policy import cache_folder, data_sha256, train_sft
 
-    preset = preset if isinstance(preset, Preset) else get_preset(preset, **overrides)
+    if isinstance(preset, Preset):
+        if overrides:
+            preset = replace(preset, **overrides)
+        validate(preset)
+    else:
+        preset = get_preset(preset, **overrides)
     model_paths = dict(model_paths or {})
     sft, online, test = _splits(preset, model_paths)
     if len(online) == 0 or len(test) == 0:
@@ -217,7 +260,11 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
              if with_models and sources != "none" else {})
     gold = build_gold(preset, model_paths=model_paths, progress=progress) if with_models else None
     root = Path(results_root) / preset.name
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"results folder {root} is a file; pass another results_root")
     study = Study(preset, root, online.reset_index(drop=True), test, built, gold, model_paths=model_paths)
+    study.data_identity = {"online": data_sha256(study.online),
+                           "test": data_sha256(test.assign(document=[preset.prompt_prefix + d for d in test.document]))}
     if preset.policy.startswith("sft:"):
         config = _policy_config(preset)
         cache = cache_root() / "policies"
@@ -225,8 +272,10 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
         study.pi0_dir = cache_folder(cache, config, data_sha256(sft))
         manifest = study.pi0_dir / "manifest.json"
         study.pi0_manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        study.pi0_identity = {"weights": read_json(study.pi0_dir / CHECKSUMS)}
     else:
         study.pi0_source, study.pi0_local = _resolve(preset.policy, model_paths)
+        study.pi0_identity = {"model": preset.policy}
     root.mkdir(parents=True, exist_ok=True)
     return study
 
@@ -282,12 +331,21 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
     """
     path = study.root / "sources.csv"
     detail_path = study.root / "source_prompts.csv"
-    key = f"n{n_prompts}-s{seed}-pool{study.preset.pool_size}-{','.join(study.sources)}"
+    p = study.preset
+    if not isinstance(n_prompts, numbers.Integral) or isinstance(n_prompts, bool) or not 2 <= n_prompts <= len(study.online):
+        raise ValueError(f"n_prompts must be an integer in [2, {len(study.online)}], got {n_prompts!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    key = sha256_json({"n_prompts": n_prompts, "seed": seed, "sources": {a: p.sources[a] for a in study.sources},
+                       **{f: getattr(p, f) for f in ("pool_size", "temperature", "max_new_tokens", "prompt_prefix")},
+                       "pi0": study.pi0_identity, "data": study.data_identity, "gold": study.gold_identity,
+                       "code": code_identity("study")})[:16]
     if path.exists() and detail_path.exists():
         df = pd.read_csv(path)
-        if "key" in df and (df["key"] == key).all():
-            return df.drop(columns="key"), pd.read_csv(detail_path)
-    p = study.preset
+        detail = pd.read_csv(detail_path)
+        if "key" in df and (df["key"] == key).all() and "key" in detail and (detail["key"] == key).all():
+            return df.drop(columns="key"), detail.drop(columns="key")
+        print(f"[tpo_core] {path}: measured with other settings or code, measuring again", flush=True)
     prompts = sample_prompts(study.online, n_prompts, np.random.default_rng([seed, 1]))
     docs = [p.prompt_prefix + d for d in prompts.document]
     refs = list(prompts.summary)
@@ -320,7 +378,7 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
                  "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(lead, gold_rival).mean()),
                  "n_prompts": n_prompts, "n_prompts_spearman": 0})
     df = pd.DataFrame(rows)
-    write_csv(pd.DataFrame(detail), detail_path)
+    write_csv(pd.DataFrame(detail).assign(key=key), detail_path)
     write_csv(df.assign(key=key), path)
     return df, pd.DataFrame(detail)
 
@@ -334,9 +392,9 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run notebook 01 (measure_sources) first")
     df = pd.read_csv(path)
-    df = df[df.source.isin(list(study.arms))].sort_values("value_gold")
+    df = df[df.source.isin(study.arm_names)].sort_values("value_gold")
     if df.empty:
-        raise ValueError(f"{path} measures none of the preset's arms {list(study.arms)}")
+        raise ValueError(f"{path} measures none of the preset's arms {study.arm_names}")
     return p.worst_source or df.source.iloc[0], p.best_source or df.source.iloc[-1]
 
 
@@ -353,23 +411,91 @@ def _preference_config(preset: Preset, run_spec: Run, seed: int):
                             progress=False)
 
 
-def _share_first_iteration(study: Study, name: str, spec: Run, seed: int, out_dir: Path) -> None:
+#: Preset fields that do not change what iteration k of a run computes (labels, the evaluation's size, the
+#: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms).
+_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "n_iterations", "sources",
+                             "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source"})
+
+
+def run_identity(study: Study, name: str, seed: int) -> dict:
+    """What run ``name`` for ``seed`` is computed from: its spec and seed, the preset fields a run reads, the
+    arms' source specs (and the exploited arm), π_0's weights, the online prompts, the human, and the code
+    (:func:`tpo_core.provenance.code_identity`). Recorded in the run folder's ``identity.json``."""
+    spec = _run_spec(name)
+    exploited = None
+    if spec.method in ("exploit-worst", "exploit-best"):
+        worst, best = choose_worst_best(study)
+        exploited = worst if spec.method == "exploit-worst" else best
+    p = study.preset
+    return {"run": asdict(spec), "seed": int(seed),
+            "preset": {k: v for k, v in p.to_dict().items() if k not in _NOT_RUN_FIELDS},
+            "arms": {a: p.sources[a] for a in study.arm_names}, "exploited": exploited,
+            "pi0": study.pi0_identity, "online": study.data_identity.get("online"), "gold": study.gold_identity,
+            "streams": _streams(), "code": code_identity("study")}
+
+
+def _streams():
+    """How random numbers are drawn: ``None`` (one stream per call, single process) or the sharded
+    collection's per-group streams (``{"group_size": g}``, the same for any number of processes)."""
+    from tpo_core.distributed import current
+
+    sharding = current()
+    return None if sharding is None else {"group_size": sharding.group_size}
+
+
+def _seeds(study: Study, seeds) -> list[int]:
+    """``seeds`` (default: the preset's) as a list of distinct integers, or ``ValueError`` before any compute."""
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    if not seeds or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    return [int(s) for s in seeds]
+
+
+def _run_spec(name: str) -> Run:
+    if name not in RUNS:
+        raise ValueError(f"unknown run {name!r}; choose one of {sorted(RUNS)}")
+    return RUNS[name]
+
+
+def _claim_run_dir(out_dir: Path, identity: dict) -> None:
+    """Make ``out_dir`` hold results of ``identity`` only: a folder made with other settings or code is emptied
+    (saying what changed) before ``identity.json`` is written, so nothing stale is ever resumed."""
+    import shutil
+
+    path = out_dir / "identity.json"
+    recorded = read_json(path)
+    if recorded == canonical(identity):
+        return
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        why = (describe_changes(recorded, identity) if isinstance(recorded, dict)
+               else "it has no identity.json (an older version of tpo_core, or an interrupted start)")
+        print(f"[tpo_core] {out_dir} was made from other settings or code ({why}): removed, recomputing",
+              flush=True)
+        shutil.rmtree(out_dir)
+    write_atomic(path, json.dumps(canonical(identity), indent=1, sort_keys=True) + "\n")
+
+
+def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, out_dir: Path) -> None:
     """Reuse TPO's finished iteration 1 for a variant whose iteration 1 is the same computation.
 
     With ``reference="initial"`` the reference of iteration 1 is π_0, which is also the previous iterate;
     with ``carry_stats`` nothing is carried into iteration 1. Same seed, same prompts, same selector: the
-    first iteration is TPO's own, so its checkpoint, records and selector state are copied, not recomputed.
+    first iteration is TPO's own, so its checkpoint, records and selector state are copied, not recomputed
+    -- only when TPO's run folder was made from the same identity (but for the run spec).
     """
     import shutil
 
     base = RUNS["tpo"]
     if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector:
         return
-    src = study.run_dir("tpo", seed)
+    src = study.run_dir("tpo", identity["seed"])
+    if read_json(src / "identity.json") != canonical({**identity, "run": asdict(base)}):
+        return
     files = [src / "iter_1", src / "records_iter_1.csv", src / "selector_state_iter_1.json"]
     if (out_dir / "iter_1").exists() or not all(f.exists() for f in files):
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(files[1], out_dir / files[1].name)
     shutil.copy2(files[2], out_dir / files[2].name)
     tmp = out_dir / ".iter_1.copy"
@@ -379,25 +505,30 @@ def _share_first_iteration(study: Study, name: str, spec: Run, seed: int, out_di
 
 
 def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[str, pd.DataFrame]:
-    """All iterations of run ``name`` (:data:`RUNS`) for ``seed``; resumes from its checkpoints."""
+    """All iterations of run ``name`` (:data:`RUNS`) for ``seed``; resumes from its checkpoints.
+
+    Resumes only a run folder made from the same :func:`run_identity`; one made from other settings or
+    code is recomputed from scratch (a message names the fields that changed).
+    """
     from tpo_core.trainer import PreferenceTrainer
 
-    if name not in RUNS:
-        raise ValueError(f"unknown run {name!r}; choose one of {sorted(RUNS)}")
-    spec = RUNS[name]
+    spec = _run_spec(name)
+    _seeds(study, [seed])
     if not study.arms:
         raise ValueError("this study was loaded without its sources (sources='none'); load it with 'arms'")
     worst = best = None
     if spec.method in ("exploit-worst", "exploit-best"):
         worst, best = choose_worst_best(study)
+    out_dir = study.run_dir(name, seed)
+    identity = run_identity(study, name, seed)
+    from tpo_core.distributed import on_main
+
+    on_main(_claim_run_dir, out_dir, identity)  # sharded: the main process clears or claims the folder
     pol = study.new_pi0()
     # with reference="initial" the trainer keeps a frozen copy of the model as given: pi_0, since the
     # trainer is built before run_method loads any finished iteration
     trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(study.preset, spec, seed))
-    out_dir = study.run_dir(name, seed)
-    from tpo_core.distributed import on_main
-
-    on_main(_share_first_iteration, study, name, spec, seed, out_dir)  # sharded: the main process copies
+    on_main(_share_first_iteration, study, name, spec, identity, out_dir)  # sharded: the main process copies
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
                         sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
                         best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
@@ -417,14 +548,14 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     for n in names:
         if n not in RUNS:
             raise ValueError(f"unknown run {n!r}; choose one of {sorted(RUNS)}")
-    seeds = list(study.preset.seeds if seeds is None else seeds)
+    seeds = _seeds(study, seeds)
     jobs = [(n, s) for n in names for s in seeds]
     frames = []
     for n, s in tqdm(jobs, desc="runs", disable=not progress):
         frames.append(run(study, n, s)["arms"])
     arms = pd.concat(frames, ignore_index=True)
     path = study.root / "arms.csv"
-    old = pd.read_csv(path, dtype={"arm": str}, keep_default_na=False) if path.exists() else None
+    old = pd.read_csv(path, dtype={"arm": str}) if path.exists() else None
     if old is not None:
         old = old[~old.method.isin(names)]
         arms_all = pd.concat([old, arms], ignore_index=True)
@@ -449,7 +580,7 @@ def training_logs(study: Study, names, seeds=None) -> pd.DataFrame:
 
 def records(study: Study, names, seeds=None) -> pd.DataFrame:
     """The per-prompt records (arm, win, gold of the best and worst candidate) of every finished iteration."""
-    return _gather(study, names, seeds, "records_iter_*.csv", dtype={"arm": str}, keep_default_na=False)
+    return _gather(study, names, seeds, "records_iter_*.csv", dtype={"arm": str})
 
 
 # ------------------------------------------------------------------------------- notebook 04: evaluation
@@ -477,72 +608,103 @@ def _eval_path(study: Study, name: str, seed: int) -> Path:
     return study.root / "eval" / name / f"seed_{seed}.csv"
 
 
+def eval_key(study: Study, seed: int) -> str:
+    """Key of the evaluation settings for ``seed``: test prompts, sampling, human and code (16 hex digits)."""
+    p = study.preset
+    return sha256_json({"test": study.data_identity.get("test"), "temperature": p.temperature,
+                        "max_new_tokens": p.max_new_tokens, "seed": int(seed), "gold": study.gold_identity,
+                        "streams": _streams(), "code": code_identity("study")})[:16]
+
+
+def _checkpoint_id(folder: Path) -> str | None:
+    """Content id of a checkpoint folder: the digest of its ``checksums.json`` (None when it has none)."""
+    sums = read_json(folder / CHECKSUMS)
+    return sha256_json(sums)[:16] if isinstance(sums, dict) and sums else None
+
+
+def _cached_rows(path: Path, iteration: int, checkpoint: str | None, key: str, n: int) -> pd.DataFrame | None:
+    """The cached evaluation rows of ``iteration`` in ``path`` if they judged exactly ``checkpoint`` under
+    ``key`` (and are complete), else None."""
+    if checkpoint is None or not path.is_file():
+        return None
+    old = pd.read_csv(path)
+    if not {"checkpoint", "eval_key"} <= set(old.columns):
+        return None
+    rows = old[(old.iteration == iteration) & (old.checkpoint == checkpoint) & (old.eval_key == key)]
+    return rows.reset_index(drop=True) if len(rows) == n else None
+
+
+def _evaluate(study: Study, policy, seed: int, iteration: int, checkpoint: str, key: str) -> pd.DataFrame:
+    g = _gold_on_test(study, policy, seed)
+    return pd.DataFrame({"seed": seed, "iteration": iteration, "prompt": np.arange(len(g)), "gold": g,
+                         "checkpoint": checkpoint, "eval_key": key})
+
+
 def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
-    """π_0's test gold rewards for each evaluation seed, cached (columns seed, prompt, gold)."""
-    frames = []
+    """π_0's test gold rewards for each evaluation seed, cached (columns seed, iteration 0, prompt, gold,
+    checkpoint, eval_key); recomputed when π_0 or the evaluation settings change."""
+    frames, ck = [], sha256_json(study.pi0_identity)[:16]
     for s in seeds:
-        path = _eval_path(study, "pi_0", s)
-        if not path.exists():
-            g = _gold_on_test(study, study.new_pi0(), s)
-            write_csv(pd.DataFrame({"seed": s, "iteration": 0, "prompt": np.arange(len(g)), "gold": g}), path)
-        frames.append(pd.read_csv(path))
+        path, key = _eval_path(study, "pi_0", s), eval_key(study, s)
+        rows = _cached_rows(path, 0, ck, key, len(study.test))
+        if rows is None:
+            rows = _evaluate(study, study.new_pi0(), s, 0, ck, key)
+            write_csv(rows, path)
+        frames.append(rows)
     return pd.concat(frames, ignore_index=True)
 
 
-def _shared_eval(study: Study, name: str, seed: int, iteration: int) -> pd.DataFrame | None:
-    """TPO's evaluation of ``iteration`` when run ``name`` holds the very same checkpoint, else ``None``.
-
-    The variants that share TPO's first iteration (:func:`_share_first_iteration`) hold a byte-identical
-    copy of its weights, and the test samples are seeded by the seed alone, so evaluating the copy would
-    recompute TPO's numbers exactly. The weights' sha256 decides, not the run's name.
-    """
-    from tpo_core.assets import sha256_file
-
-    if name == "tpo":
-        return None
-    path = _eval_path(study, "tpo", seed)
-    mine, theirs = (study.run_dir(n, seed) / f"iter_{iteration}" / "model.safetensors" for n in (name, "tpo"))
-    if not (path.exists() and mine.is_file() and theirs.is_file()) or sha256_file(mine) != sha256_file(theirs):
-        return None
-    old = pd.read_csv(path)
-    rows = old[old.iteration == iteration]
-    return rows.reset_index(drop=True) if len(rows) else None
+def check_run(study: Study, name: str, seed: int) -> None:
+    """Raise :class:`~tpo_core.provenance.StaleResultError` unless the folder of run ``name``/``seed`` was made
+    from this study's :func:`run_identity` (the message names what changed and how to recompute)."""
+    out_dir = study.run_dir(name, seed)
+    recorded, wanted = read_json(out_dir / "identity.json"), run_identity(study, name, seed)
+    if recorded != canonical(wanted):
+        why = (describe_changes(recorded, wanted) if isinstance(recorded, dict)
+               else "it has no identity.json (made by an older version of tpo_core)")
+        raise StaleResultError(f"run {name!r} seed {seed} in {out_dir} was trained from other settings or code "
+                               f"({why}); rerun it first (tpo_core.study.run, notebooks 02-03)")
 
 
 def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False) -> pd.DataFrame:
-    """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, gold).
+    """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, gold,
+    checkpoint, eval_key).
 
-    Cached per seed in ``eval/<run>/seed_<s>.csv`` and recomputed when a new iteration has finished. A
-    checkpoint identical to TPO's (the shared first iteration of some ablations) reuses TPO's evaluation.
+    The run must have been trained from this study's settings (:func:`check_run`). Cached per seed in
+    ``eval/<run>/seed_<s>.csv``: an iteration's rows are reused only when they judged the very checkpoint
+    now on disk (the sha256 of its weights) under the same evaluation settings (:func:`eval_key`), else it
+    is evaluated again (weights verified before loading). A checkpoint identical to TPO's (the shared first
+    iteration of some ablations) reuses TPO's rows: the weights' hash decides, not the run's name.
     """
-    seeds = list(study.preset.seeds if seeds is None else seeds)
+    seeds = _seeds(study, seeds)
     frames = []
     for s in tqdm(seeds, desc=f"evaluate {name}", disable=not progress):
-        out_dir, path = study.run_dir(name, s), _eval_path(study, name, s)
+        out_dir, path, key = study.run_dir(name, s), _eval_path(study, name, s), eval_key(study, s)
         done = sorted(int(d.name.split("_")[1]) for d in out_dir.glob("iter_*") if d.is_dir()
                       and d.name.split("_")[1].isdigit())
-        old = pd.read_csv(path) if path.exists() else None
-        have = set() if old is None else set(old.iteration)
-        new, pol = [], None
+        if not done:
+            continue
+        check_run(study, name, s)
+        rows, pol = [], None
         for k in done:
-            if k in have:
-                continue
-            shared = _shared_eval(study, name, s, k)
-            if shared is not None:
-                new.append(shared)
-                continue
-            pol = pol or study.new_pi0()
-            with quiet_loading():
-                saved = type(pol.model).from_pretrained(out_dir / f"iter_{k}")
-            pol.model.load_state_dict(saved.state_dict())
-            g = _gold_on_test(study, pol, s)
-            new.append(pd.DataFrame({"seed": s, "iteration": k, "prompt": np.arange(len(g)), "gold": g}))
-        if new:
-            old = pd.concat([f for f in (old, *new) if f is not None], ignore_index=True)
-            old = old.sort_values(["iteration", "prompt"]).reset_index(drop=True)
-            write_csv(old, path)
-        if old is not None:
-            frames.append(old)
+            ck = _checkpoint_id(out_dir / f"iter_{k}")
+            got = _cached_rows(path, k, ck, key, len(study.test))
+            if got is None and name != "tpo":
+                got = _cached_rows(_eval_path(study, "tpo", s), k, ck, key, len(study.test))
+            if got is None:
+                pol = pol or study.new_pi0()
+                ckpt = out_dir / f"iter_{k}"
+                verify_checksums(ckpt, rebuild=f"Delete {out_dir} and rerun run {name!r} seed {s} to retrain it.")
+                with quiet_loading():
+                    saved = type(pol.model).from_pretrained(ckpt)
+                pol.model.load_state_dict(saved.state_dict())
+                got = _evaluate(study, pol, s, k, ck, key)
+            rows.append(got)
+        new = pd.concat(rows, ignore_index=True)
+        old = pd.read_csv(path) if path.is_file() else None
+        if old is None or not old.equals(new):
+            write_csv(new, path)
+        frames.append(new)
     if not frames:
         raise FileNotFoundError(f"run {name!r} has no finished iteration for seeds {seeds}: train it first")
     return pd.concat(frames, ignore_index=True)
@@ -566,8 +728,12 @@ def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo",
 
     ``evals``: run name -> :func:`evaluate_run` frame. Columns ``baseline, iteration, win_rate_mean, ci_low,
     ci_high, n_seeds, p_improve`` (t-interval across seeds, probability of improvement of the seeds' mean
-    gold) plus the stratified-bootstrap interval ``boot_low, boot_high`` and ``n_prompts``.
+    gold) plus the stratified-bootstrap interval ``boot_low, boot_high``, ``n_prompts``, and the power
+    columns of :mod:`tpo_core.power`: ``sd_between, sd_eval, sd_train`` (points), ``p_value``, ``p_holm``,
+    ``verdict`` (Holm over all the cells), ``mde`` (points from 50% at 80% power), and the paired mean
+    difference in r* ``gold_diff_mean, gold_diff_low, gold_diff_high``.
     """
+    from tpo_core import power
     rng = rng if rng is not None else np.random.default_rng(0)
     seeds = list(study.preset.seeds if seeds is None else seeds)
     baselines = [b for b in (baselines or [m for m in METHODS if m != method]) if b in evals]
@@ -576,10 +742,11 @@ def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo",
         for k in range(1, study.preset.n_iterations + 1):
             a_k, b_k = _matrix(evals[method], k, seeds), _matrix(evals[b], k, seeds)
             r = evaluation.summarize_win_rate(a_k, b_k, rng, n_boot=n_boot)
-            rows.append({"baseline": b, "iteration": k, **r})
+            rows.append({"baseline": b, "iteration": k, **r, **power.cell_statistics(a_k, b_k)})
     cols = ["baseline", "iteration", "win_rate_mean", "ci_low", "ci_high", "n_seeds", "p_improve",
-            "boot_low", "boot_high", "n_prompts"]
-    return evaluation.as_frame(rows)[cols]
+            "boot_low", "boot_high", "n_prompts", "sd_between", "sd_eval", "sd_train", "p_value", "p_holm",
+            "verdict", "mde", "gold_diff_mean", "gold_diff_low", "gold_diff_high"]
+    return power.add_holm(evaluation.as_frame(rows))[cols]
 
 
 def win_rates_vs_pi0(study: Study, evals: dict[str, pd.DataFrame], pi0: pd.DataFrame, *, seeds=None,

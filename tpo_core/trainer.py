@@ -22,7 +22,9 @@ Read top to bottom: :class:`PreferenceConfig` (one docstring per field, the auth
    ``batch_size × num_processes`` pairs, loss weighted so that the update is the single-process one
    (:func:`tpo_core.distributed.local_batches`).
 4. The checkpoint (weights, tokenizer, config JSON, per-step logs CSV) is written to a temporary directory
-   and renamed to ``out_dir/iter_{k}``, so a checkpoint either exists whole or not at all.
+   and renamed to ``out_dir/iter_{k}``, so a checkpoint either exists whole or not at all. Its weights' sha256
+   (``checksums.json``) is verified before every load. A non-finite loss or non-finite weights stop the
+   iteration with ``FloatingPointError`` before anything is written.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ import torch
 from tqdm import tqdm
 
 from tpo_core import losses as L
-from tpo_core.sources import quiet_loading
+from tpo_core.provenance import record_checksums, verify_checksums
+from tpo_core.common import quiet_loading
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_logprobs", "latest_checkpoint",
            "LOG_COLUMNS"]
@@ -110,8 +113,14 @@ class PreferenceConfig:
         for name in ("epochs", "batch_size", "grad_accum", "ref_batch_size", "log_every", "max_response_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
+        for name in ("beta", "alpha", "lr", "weight_decay"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if self.beta <= 0 or self.lr <= 0:
+            raise ValueError(f"beta and lr must be > 0, got beta={self.beta}, lr={self.lr}")
+        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {self.max_grad_norm!r}")
 
 
 def _pad(rows, value):
@@ -371,6 +380,11 @@ class PreferenceTrainer:
                 with acc.accumulate(self.model):
                     idx = idx.to(ref.device)
                     loss, stats = self._loss([pairs[i] for i in idx.tolist()], ref[0, idx], ref[1, idx], scale)
+                    if not torch.isfinite(loss):
+                        bar.close()
+                        raise FloatingPointError(
+                            f"iteration {iteration}: non-finite loss {float(loss.detach())} at epoch {epoch}, "
+                            f"step {step + 1}; no checkpoint is written (lower the learning rate or beta?)")
                     if weight is not None:
                         stats = stats * weight
                     acc.backward(loss)
@@ -392,6 +406,10 @@ class PreferenceTrainer:
                     bar.set_postfix(loss=f"{mean[0]:.4f}", margin=f"{mean[3]:.3f}")
                     acc_stats, n_micro, t_step = 0.0, 0, time.perf_counter()
         bar.close()
+        bad = [n for n, p in acc.unwrap_model(self.model).named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise FloatingPointError(f"iteration {iteration}: non-finite weights after training ({', '.join(bad[:3])}"
+                                     f"{' ...' if len(bad) > 3 else ''}); no checkpoint is written")
         logs = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
         if final is not None:
             self._save_checkpoint(final, logs, iteration, len(pairs))
@@ -412,11 +430,14 @@ class PreferenceTrainer:
             meta = {"iteration": iteration, "n_pairs": n_pairs, "config": asdict(self.config)}
             (tmp / "preference_config.json").write_text(json.dumps(meta, indent=2))
             logs.to_csv(tmp / "logs.csv", index=False)
+            record_checksums(tmp)
             os.rename(tmp, final)  # atomic on POSIX: the checkpoint appears whole or not at all
         acc.wait_for_everyone()
 
     def load_weights(self, path):
-        """Load the weights saved in ``path`` (a checkpoint directory) into ``self.model``."""
+        """Load the weights saved in ``path`` (a checkpoint directory) into ``self.model``, after checking them
+        against the checkpoint's ``checksums.json`` (:class:`tpo_core.provenance.CorruptFileError` if they differ)."""
+        verify_checksums(path, rebuild=f"Delete {path} (and the later iterations beside it) to retrain it.")
         model = self.accelerator.unwrap_model(self.model)
         with quiet_loading():
             saved = type(model).from_pretrained(path, dtype=next(model.parameters()).dtype)

@@ -1,0 +1,241 @@
+"""Nothing stale, nothing corrupt: every cached result is reused only when the identity of what made it
+matches (tpo_core.provenance), weights are verified before loading, bad values fail before compute."""
+
+import dataclasses
+import json
+import shutil
+
+import jupytext
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tpo_core import provenance, reproduce
+from tpo_core import study as S
+from tpo_core.provenance import CorruptFileError, StaleResultError
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return S.load_study("smoke", results_root=tmp_path_factory.mktemp("results"))
+
+
+def _flip(path, offset=-64, n=16):
+    """Flip ``n`` bytes of ``path`` in place (same size: only a checksum can tell)."""
+    data = bytearray(path.read_bytes())
+    for i in range(n):
+        data[offset + i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_a_changed_setting_recomputes_the_run_and_its_evaluation(smoke, capsys):
+    """Issue 12 (1, 2): new preset fields never reuse old checkpoints or old evaluation rows; going back to
+    the old settings recomputes exactly the old numbers."""
+    seed = smoke.preset.seeds[0]
+    S.run(smoke, "no-transfer", seed)
+    first = S.evaluate_run(smoke, "no-transfer", [seed])
+    w1 = _weights(smoke.run_dir("no-transfer", seed) / "iter_1")
+    changed = dataclasses.replace(smoke, preset=dataclasses.replace(smoke.preset, learning_rate=0.5, beta=5.0))
+    # evaluating checkpoints trained with other settings is refused, naming the fields
+    with pytest.raises(StaleResultError, match=r"beta: 0\.1 -> 5\.0.*learning_rate: 0\.001 -> 0\.5"):
+        S.evaluate_run(changed, "no-transfer", [seed])
+    capsys.readouterr()
+    S.run(changed, "no-transfer", seed)
+    assert "learning_rate: 0.001 -> 0.5" in capsys.readouterr().out  # says why it recomputes
+    recorded = json.loads((smoke.run_dir("no-transfer", seed) / "identity.json").read_text())
+    assert recorded["preset"]["learning_rate"] == 0.5 and recorded["preset"]["beta"] == 5.0
+    w2 = _weights(smoke.run_dir("no-transfer", seed) / "iter_1")
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)  # really retrained
+    second = S.evaluate_run(changed, "no-transfer", [seed])
+    assert set(second.checkpoint).isdisjoint(first.checkpoint)  # every row judged the new weights
+    assert not np.array_equal(first.gold, second.gold)
+    # back to the old settings: recomputed, and identical to the first time (seeded end to end)
+    S.run(smoke, "no-transfer", seed)
+    again = S.evaluate_run(smoke, "no-transfer", [seed])
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_a_changed_library_recomputes(smoke, monkeypatch, capsys):
+    seed = smoke.preset.seeds[0]
+    S.run(smoke, "no-transfer", seed)
+    before = S.run_identity(smoke, "no-transfer", seed)
+    monkeypatch.setattr(S, "code_identity", lambda *a, **k: "edited")
+    assert S.run_identity(smoke, "no-transfer", seed)["code"] == "edited" != before["code"]
+    with pytest.raises(StaleResultError, match="code"):
+        S.evaluate_run(smoke, "no-transfer", [seed])
+    capsys.readouterr()
+    S.run(smoke, "no-transfer", seed)
+    assert "code:" in capsys.readouterr().out
+
+
+def test_evaluation_rows_are_keyed_by_the_checkpoint_they_judged(smoke):
+    """Issue 12 (1): a retrained checkpoint (other weights, same iteration number) is evaluated again."""
+    seed = smoke.preset.seeds[0]
+    S.run(smoke, "no-transfer", seed)
+    first = S.evaluate_run(smoke, "no-transfer", [seed])
+    path = smoke.root / "eval" / "no-transfer" / f"seed_{seed}.csv"
+    fake = first.assign(gold=0.123)  # what a stale cache would serve
+    S.write_csv(fake, path)
+    assert (S.evaluate_run(smoke, "no-transfer", [seed]).gold == 0.123).all()  # same checkpoint: reused
+    S.write_csv(fake.assign(checkpoint="0" * 16), path)  # rows of other weights
+    pd.testing.assert_frame_equal(S.evaluate_run(smoke, "no-transfer", [seed]), first)
+    S.write_csv(fake.assign(eval_key="0" * 16), path)  # rows of other evaluation settings
+    pd.testing.assert_frame_equal(S.evaluate_run(smoke, "no-transfer", [seed]), first)
+
+
+def test_corrupt_or_truncated_checkpoints_are_clear_errors(smoke, tmp_path):
+    """Issue 12 (3): flipped bytes or a truncated file in a run checkpoint raise, naming the file."""
+    seed = smoke.preset.seeds[1]
+    S.run(smoke, "no-transfer", seed)
+    run_dir = smoke.run_dir("no-transfer", seed)
+    backup = tmp_path / "backup"
+    shutil.copytree(run_dir, backup)
+    weights = run_dir / "iter_1" / "model.safetensors"
+    _flip(weights)
+    with pytest.raises(CorruptFileError, match=r"iter_1/model.safetensors: sha256 .*corrupt or truncated"):
+        S.run(smoke, "no-transfer", seed)
+    shutil.rmtree(smoke.root / "eval" / "no-transfer", ignore_errors=True)
+    with pytest.raises(CorruptFileError, match="Delete"):
+        S.evaluate_run(smoke, "no-transfer", [seed])
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated: not a raw SafetensorError
+    with pytest.raises(CorruptFileError, match="model.safetensors"):
+        S.run(smoke, "no-transfer", seed)
+    (run_dir / "iter_1" / provenance.CHECKSUMS).unlink()
+    with pytest.raises(CorruptFileError, match="no readable checksums.json"):
+        S.run(smoke, "no-transfer", seed)
+    shutil.rmtree(run_dir)
+    shutil.copytree(backup, run_dir)
+    S.run(smoke, "no-transfer", seed)  # intact again: resumes
+
+
+def test_corrupt_pi0_cache_is_a_clear_error(smoke, tmp_path):
+    from tpo_core.data import load_debian
+    from tpo_core.policy import SMOKE, cache_folder, data_sha256, train_sft
+
+    sft = load_debian("sft").iloc[:200]
+    train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)
+    folder = cache_folder(tmp_path, SMOKE, data_sha256(sft))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["code"] == provenance.code_identity("policy")
+    _flip(folder / "model.safetensors")
+    with pytest.raises(CorruptFileError, match=f"Delete {folder}"):
+        train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)
+    shutil.rmtree(folder)
+    train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)  # rebuilt
+
+
+def test_non_finite_training_leaves_no_checkpoint(smoke, tmp_path):
+    """Issue 12 (4): a NaN loss stops the iteration before anything is written."""
+    from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
+
+    pol = smoke.new_pi0()
+    with torch.no_grad():
+        next(pol.model.parameters()).fill_(float("nan"))
+    trainer = PreferenceTrainer(pol.model, pol.encode, PreferenceConfig(batch_size=2, grad_accum=1, epochs=1,
+                                                                       warmup_steps=1, progress=False))
+    pairs = [{"prompt": d, "chosen": "a tool", "rejected": "b"} for d in smoke.online.document[:4]]
+    with pytest.raises(FloatingPointError, match="no checkpoint is written"):
+        trainer.train_iteration(pairs, tmp_path, 1)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="beta must be a finite number"):
+        PreferenceConfig(beta=float("nan"))
+
+
+def test_result_files_read_back_with_plain_pandas(smoke):
+    """Issue 12 (8): the null arm is written 'online', which pandas.read_csv keeps as a string."""
+    seed = smoke.preset.seeds[0]
+    S.run_all(smoke, ["no-transfer"], [seed], progress=False)
+    for path in [smoke.root / "arms.csv", smoke.run_dir("no-transfer", seed) / "records_iter_1.csv"]:
+        df = pd.read_csv(path)
+        assert df.arm.notna().all() and set(df.arm) == {"online"}, path
+
+
+def test_cache_root_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
+    from tpo_core.assets import cache_root
+
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("TPO_CORE_CACHE", str(tmp_path / "f"))
+    with pytest.raises(NotADirectoryError, match="TPO_CORE_CACHE"):
+        cache_root()
+
+
+def test_code_identity_follows_imports_and_edits(tmp_path, monkeypatch):
+    pkg = tmp_path / "tpo_core"
+    shutil.copytree(provenance.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE", pkg)
+    provenance._closure.cache_clear()
+    try:
+        study, ev = provenance.code_identity("study"), provenance.code_identity("evaluation")
+        assert provenance.code_identity(source="from tpo_core import study\n") == study
+        with open(pkg / "trainer.py", "a") as f:  # study imports the trainer (inside a function)
+            f.write("\n# an edit\n")
+        assert provenance.code_identity("study") != study
+        assert provenance.code_identity("evaluation") == ev  # evaluation does not import the trainer
+    finally:
+        provenance._closure.cache_clear()
+
+
+def test_changed_fields_names_nested_differences():
+    a = {"preset": {"beta": 0.1, "seeds": (1, 2)}, "code": "x"}
+    b = {"preset": {"beta": 5.0, "seeds": [1, 2]}, "code": "x", "new": 1}
+    assert provenance.changed_fields(a, b) == ["new", "preset.beta"]
+    assert provenance.describe_changes(a, b) == 'new: "<absent>" -> 1, preset.beta: 0.1 -> 5.0'
+    assert provenance.changed_fields(a, a) == []
+
+
+def test_reproduce_rejects_an_undeclared_parameter(tmp_path):
+    """Issue 12 (5): a misspelled parameter is an error before anything runs, not a silent default."""
+    spec = reproduce.NotebookSpec("01_source_rms", quick={"preset": "smoke", "n_promts": 4})
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['n_promts'\].*n_prompts"):
+        reproduce.run_notebook(spec, quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")
+    assert not (tmp_path / "ex").exists() and not (tmp_path / "res").exists()
+    nb = jupytext.read(reproduce.ROOT / "notebooks" / "01_source_rms.md")
+    assert {"preset", "n_prompts", "seed", "results_dir"} <= reproduce.declared_parameters(nb)
+
+
+def test_a_failed_notebook_leaves_nothing_in_the_book(tmp_path):
+    """Issue 12 (6): no hidden .running.ipynb left behind; the failed copy is kept under results/failed."""
+    import papermill
+
+    spec = reproduce.NotebookSpec("06_differences", quick={"preset": "no-such-preset"})
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown preset"):
+        reproduce.run_notebook(spec, quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")
+    assert list((tmp_path / "ex").iterdir()) == []
+    assert (tmp_path / "res" / "failed" / "06_differences.ipynb").is_file()
+    assert not (tmp_path / "res" / "manifests").exists()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda st: S.run_all(st, ["no-transfer"], ["a"], progress=False), "seeds must be a non-empty list of integers"),
+    (lambda st: S.run_all(st, ["no-transfer"], [1, 1], progress=False), "distinct"),
+    (lambda st: S.evaluate_run(st, "tpo", [2.5]), "integers"),
+    (lambda st: S.measure_sources(st, n_prompts="4"), "n_prompts must be an integer"),
+    (lambda st: S.measure_sources(st, n_prompts=10**9), "n_prompts must be an integer"),
+    (lambda st: S.measure_sources(st, n_prompts=4, seed=None), "seed must be an integer"),
+])
+def test_notebook_parameters_are_checked_before_compute(smoke, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(smoke)
+
+
+def test_a_notebook_reruns_when_the_library_or_an_upstream_result_changes(tmp_path, monkeypatch):
+    """Issue 12 (2): the notebook key covers the library code the notebook imports and the run keys of the
+    notebooks whose results it reads, not only its own source and parameters."""
+    spec = next(s for s in reproduce.NOTEBOOKS if s.name == "06_differences")
+    kw = dict(quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")
+    first = reproduce.run_notebook(spec, **kw)
+    assert reproduce.run_notebook(spec, **kw).get("skipped") is True
+    (tmp_path / "res" / "manifests" / "04_table1.json").write_text(json.dumps({"key": "new table 1"}))
+    again = reproduce.run_notebook(spec, **kw)
+    assert not again.get("skipped") and again["key"] != first["key"]
+    real = provenance.code_identity
+    monkeypatch.setattr(provenance, "code_identity", lambda *a, **k: real(*a, **k) + "-edited")
+    third = reproduce.run_notebook(spec, **kw)
+    assert not third.get("skipped") and third["library_code"].endswith("-edited")

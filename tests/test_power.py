@@ -1,0 +1,113 @@
+"""tpo_core.power: the MDE against the noncentral t distribution, the variance split on simulated seeds with
+known training and evaluation noise, Holm against its definition."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tpo_core import power as P
+
+
+def _power_at(effect_sd_units, n, alpha):
+    """Power of the two-sided one-sample t-test by statsmodels (the peer), where it is finite."""
+    from statsmodels.stats.power import TTestPower
+
+    return TTestPower().power(effect_size=effect_sd_units, nobs=n, alpha=alpha, alternative="two-sided")
+
+
+def test_power_equals_statsmodels_and_simulation():
+    for e, n, a in [(0.5, 10, 0.05), (1.2, 5, 0.05 / 9), (0.3, 40, 0.01), (2.0, 3, 0.05)]:
+        assert P.power_of_t_test(e, n, a) == pytest.approx(_power_at(e, n, a), abs=1e-9)
+    rng = np.random.default_rng(1)  # Monte Carlo: 20,000 experiments of 6 seeds, effect 1 sd
+    x = rng.normal(1.0, 1.0, (20_000, 6))
+    p = stats.ttest_1samp(x, 0.0, axis=1).pvalue
+    assert (p < 0.05).mean() == pytest.approx(P.power_of_t_test(1.0, 6, 0.05), abs=0.01)
+    assert np.isfinite(P.power_of_t_test(4.0, 5, 0.05 / 9))  # where statsmodels gives NaN
+
+
+@pytest.mark.parametrize("n, n_tests", [(3, 1), (5, 9), (10, 9), (30, 1)])
+def test_mde_has_exactly_the_requested_power(n, n_tests):
+    sd = 6.5
+    m = P.mde(sd, n, alpha=0.05, power=0.8, n_tests=n_tests)
+    assert P.power_of_t_test(m / sd, n, 0.05 / n_tests) == pytest.approx(0.8, abs=1e-6)
+    assert P.power_of_t_test(0.9 * m / sd, n, 0.05 / n_tests) < 0.8  # a smaller effect is detected less often
+
+
+def test_mde_approaches_the_normal_formula_and_shrinks_with_seeds():
+    big = P.mde(1.0, 10_000)
+    assert big == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) / 100, rel=1e-3)
+    assert P.mde(1.0, 5) > P.mde(1.0, 10) > P.mde(1.0, 20)
+    assert P.mde(1.0, 10, n_tests=9) > P.mde(1.0, 10)  # Holm's first step is Bonferroni
+    assert math.isnan(P.mde(1.0, 1))
+
+
+def test_seeds_needed_inverts_mde():
+    for sd, eff, m in [(6.0, 2.5, 9), (3.0, 1.0, 1), (10.0, 4.0, 9)]:
+        n = P.seeds_needed(sd, eff, n_tests=m)
+        assert P.mde(sd, n, n_tests=m) <= eff < P.mde(sd, n - 1, n_tests=m)
+
+
+def test_variance_split_recovers_known_noise():
+    """Seeds whose true win rates differ with sd 0.05 (training noise), each judged on 400 Bernoulli prompts
+    (evaluation noise sqrt(w(1-w)/400) ~ 0.025): the split recovers both."""
+    rng = np.random.default_rng(0)
+    n_seeds, n_prompts, sd_t = 400, 400, 0.05
+    w = rng.normal(0.5, sd_t, n_seeds)
+    x = (rng.random((n_seeds, n_prompts)) < w[:, None]).astype(float)
+    out = P.variance_split(x)
+    assert out["sd_eval"] == pytest.approx(math.sqrt(0.25 / n_prompts), rel=0.02)
+    assert out["sd_train"] == pytest.approx(sd_t, rel=0.15)
+    assert out["sd_between"] ** 2 == pytest.approx(out["sd_eval"] ** 2 + out["sd_train"] ** 2)
+    # no training noise: the training share is (close to) zero
+    x0 = (rng.random((n_seeds, n_prompts)) < 0.5).astype(float)
+    assert P.variance_split(x0)["sd_train"] < 0.01
+
+
+def test_projected_sd_scales_only_the_evaluation_share():
+    assert P.projected_sd(3.0, 4.0, n_prompts=200, new_n_prompts=200) == pytest.approx(5.0)
+    assert P.projected_sd(3.0, 4.0, n_prompts=200, new_n_prompts=800) == pytest.approx(math.sqrt(9 + 4))
+    assert P.projected_sd(3.0, 4.0, n_prompts=200, new_n_prompts=200, new_samples=4) == pytest.approx(math.sqrt(13))
+    with pytest.raises(ValueError, match="new_n_prompts"):
+        P.projected_sd(1.0, 1.0, n_prompts=10, new_n_prompts=0)
+
+
+def test_t_test_matches_scipy_and_refuses_degenerate_cells():
+    v = [0.52, 0.55, 0.49, 0.58]
+    assert P.t_test_vs(v, 0.5) == pytest.approx(stats.ttest_1samp(v, 0.5).pvalue)
+    assert math.isnan(P.t_test_vs([0.6, 0.6, 0.6], 0.5)) and math.isnan(P.t_test_vs([0.6, 0.7], 0.5))
+
+
+def test_holm_matches_its_definition():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    reject, adj = P.holm(p, 0.05)
+    m = 4  # the NaN cell is not a test
+    order = np.argsort(p[:4])
+    expected = np.maximum.accumulate(np.minimum(1, (m - np.arange(m)) * p[:4][order]))
+    np.testing.assert_allclose(adj[:4][order], expected)
+    assert list(reject) == [True, False, False, True, False] and np.isnan(adj[4])
+
+
+def test_cell_statistics_against_direct_computation():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.3, 0.1, (5, 40)), rng.normal(0.28, 0.1, (5, 40))
+    out = P.cell_statistics(a, b)
+    per_seed = (0.5 * (1 + np.sign(a - b))).mean(axis=1)
+    assert out["p_value"] == pytest.approx(stats.ttest_1samp(per_seed, 0.5).pvalue)
+    assert out["sd_between"] == pytest.approx(100 * per_seed.std(ddof=1))
+    diff = (a - b).mean(axis=1)
+    lo, hi = stats.t.interval(0.95, 4, loc=diff.mean(), scale=stats.sem(diff))
+    assert (out["gold_diff_mean"], out["gold_diff_low"], out["gold_diff_high"]) == pytest.approx((diff.mean(), lo, hi))
+
+
+def test_holm_verdicts_and_mde_columns():
+    import pandas as pd
+
+    t = pd.DataFrame({"win_rate_mean": [58.0, 43.0, 51.0, 60.0], "p_value": [0.001, 0.004, 0.5, np.nan],
+                      "sd_between": [5.0, 5.0, 5.0, 0.0], "n_seeds": [10, 10, 10, 2]})
+    out = P.add_holm(t)
+    assert list(out.verdict) == ["TPO wins", "TPO loses", "no detectable difference", "no test"]
+    assert out.p_holm[0] == pytest.approx(0.003) and out.p_holm[1] == pytest.approx(0.008)
+    assert out.mde[0] == pytest.approx(P.mde(5.0, 10, n_tests=4)) and "verdict" not in t
+    assert np.isnan(out.mde[3])  # 2 seeds, no spread: no MDE either

@@ -1,0 +1,179 @@
+"""Statistical power of a Table 1 cell: what the comparison could have detected, and what budget would do.
+
+A cell compares method A with baseline B over ``S`` seeds, paired by seed: seed ``s`` gives a win rate
+``w_s``, the mean over ``P`` test prompts of the outcomes ``o_{s,p}`` in {0, 1/2, 1}
+(:func:`tpo_core.evaluation.pairwise_outcomes`). The t-interval and t-test across seeds rest on the
+between-seed variance ``σ_b² = Var(w_s)``, which splits into
+
+* **evaluation noise** ``σ_e²``: the variance of a seed's mean over its prompts given the trained policies,
+  estimated within each seed as ``Var_p(o_{s,p}) / P`` and averaged over seeds. More test prompts, or more
+  sampled responses per prompt, shrink it;
+* **training noise** ``σ_t² = σ_b² − σ_e²`` (clipped at 0): the policies themselves differ from seed to
+  seed. Only more seeds, or less noisy training, shrink its share of the interval.
+
+The **minimum detectable effect** (MDE) is the smallest true distance of the win rate from 50% that a
+two-sided one-sample t-test on the ``S`` per-seed win rates detects with the given power at level
+``α / m``; with Holm's procedure over ``m`` cells (:func:`holm`) the first cell tested faces exactly that
+level (later ones a laxer one), so this MDE is the conservative one. Power comes from the noncentral t
+distribution (``scipy.stats.nct``, equal to statsmodels' ``TTestPower`` where that is finite, tested) and
+Holm from statsmodels' ``multipletests``; effect sizes are in units of ``σ_b``.
+
+Arrays: ``outcomes`` has shape ``(n_seeds, n_prompts)``; per-seed values have shape ``(n_seeds,)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["variance_split", "power_of_t_test", "mde", "seeds_needed", "projected_sd", "t_test_vs", "holm", "cell_statistics", "add_holm"]
+
+
+def _outcomes(outcomes) -> np.ndarray:
+    x = np.asarray(outcomes, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2 or not np.all(np.isfinite(x)):
+        raise ValueError(f"outcomes must be a finite array (n_seeds >= 2, n_prompts >= 2), got shape {x.shape}")
+    return x
+
+
+def variance_split(outcomes) -> dict:
+    """Between-seed sd of the per-seed means and its split into evaluation and training noise (same units).
+
+    Returns ``sd_between``, ``sd_eval``, ``sd_train`` (``sqrt(max(0, σ_b² − σ_e²))``), ``n_seeds``, ``n_prompts``.
+    """
+    x = _outcomes(outcomes)
+    n_seeds, n_prompts = x.shape
+    between = float(x.mean(axis=1).var(ddof=1))
+    within = float((x.var(axis=1, ddof=1) / n_prompts).mean())
+    return {"sd_between": math.sqrt(between), "sd_eval": math.sqrt(within),
+            "sd_train": math.sqrt(max(0.0, between - within)), "n_seeds": n_seeds, "n_prompts": n_prompts}
+
+
+def _check(alpha: float, power: float, n_tests: int) -> None:
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha}, {power}")
+    if isinstance(n_tests, bool) or not isinstance(n_tests, int) or n_tests < 1:
+        raise ValueError(f"n_tests must be a positive integer, got {n_tests!r}")
+
+
+def power_of_t_test(effect_sd_units: float, n_seeds: int, level: float) -> float:
+    """Power of the two-sided one-sample t-test with ``n_seeds`` values at ``level`` against a true effect of
+    ``effect_sd_units`` standard deviations: ``P(|T| > t_crit)`` for ``T`` noncentral t with ``n − 1`` degrees
+    of freedom and noncentrality ``effect·√n`` (``scipy.stats.nct``; both tails as survival functions, which
+    stay finite where statsmodels' ``TTestPower.power`` returns NaN, e.g. effect 4 with 5 seeds)."""
+    df, nc = n_seeds - 1, effect_sd_units * math.sqrt(n_seeds)
+    crit = stats.t.ppf(1 - level / 2, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
+
+
+def mde(sd: float, n_seeds: int, *, alpha: float = 0.05, power: float = 0.8, n_tests: int = 1) -> float:
+    """Smallest true effect (in the units of ``sd``) that a two-sided one-sample t-test on ``n_seeds`` values
+    with standard deviation ``sd`` detects with probability ``power`` at level ``alpha / n_tests``.
+    NaN for fewer than 2 seeds or a non-finite ``sd``. (:func:`power_of_t_test` solved for the effect with
+    ``scipy.optimize.brentq``; statsmodels' ``solve_power`` can return the negative root.)"""
+    from scipy.optimize import brentq
+
+    _check(alpha, power, n_tests)
+    if n_seeds < 2 or not math.isfinite(sd):
+        return float("nan")
+    level = alpha / n_tests
+    hi = 1.0
+    while power_of_t_test(hi, n_seeds, level) < power:
+        hi *= 2
+    d = brentq(lambda e: power_of_t_test(e, n_seeds, level) - power, 0.0, hi, xtol=1e-12)
+    return d * float(sd)
+
+
+def seeds_needed(sd: float, effect: float, *, alpha: float = 0.05, power: float = 0.8, n_tests: int = 1,
+                 max_seeds: int = 100_000) -> int:
+    """Fewest seeds for which :func:`mde` is at most ``effect`` (``sd`` and ``effect`` in the same units)."""
+    _check(alpha, power, n_tests)
+    if not (effect > 0 and sd >= 0 and math.isfinite(sd)):
+        raise ValueError(f"effect must be > 0 and sd finite and >= 0, got effect={effect}, sd={sd}")
+    if sd == 0:
+        return 2
+    lo, hi = 2, 2  # power grows with the number of seeds: double, then bisect
+    while power_of_t_test(effect / sd, hi, alpha / n_tests) < power:
+        if hi >= max_seeds:
+            return max_seeds
+        lo, hi = hi, min(2 * hi, max_seeds)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if power_of_t_test(effect / sd, mid, alpha / n_tests) >= power:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def projected_sd(sd_train: float, sd_eval: float, *, n_prompts: int, new_n_prompts: int,
+                 samples: int = 1, new_samples: int = 1) -> float:
+    """Between-seed sd after changing the evaluation budget, training unchanged: ``σ_e²`` scales as
+    ``1 / (prompts × samples per prompt)`` (an approximation for samples: pairs sharing a response are not
+    independent), ``σ_t²`` stays."""
+    for name, v in (("n_prompts", n_prompts), ("new_n_prompts", new_n_prompts), ("samples", samples),
+                    ("new_samples", new_samples)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    scale = (n_prompts * samples) / (new_n_prompts * new_samples)
+    return math.sqrt(sd_train ** 2 + sd_eval ** 2 * scale)
+
+
+def t_test_vs(values, null: float) -> float:
+    """Two-sided p-value of the one-sample t-test of ``values`` (per seed) against ``null``; NaN for fewer
+    than 3 values or zero spread (the cases :func:`tpo_core.evaluation.t_interval` gives no interval for)."""
+    v = np.asarray(values, dtype=float).ravel()
+    if v.size < 3 or not np.all(np.isfinite(v)) or np.ptp(v) == 0:
+        return float("nan")
+    return float(stats.ttest_1samp(v, null).pvalue)
+
+
+def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down procedure over the cells (statsmodels ``multipletests``): ``(reject, p_adjusted)``.
+    NaN p-values (cells without an interval) are never rejected and do not count as tests."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float).ravel()
+    reject, adjusted = np.zeros(p.size, dtype=bool), np.full(p.size, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        r, a, _, _ = multipletests(p[ok], alpha=alpha, method="holm")
+        reject[ok], adjusted[ok] = r, a
+    return reject, adjusted
+
+
+def cell_statistics(gold_a, gold_b) -> dict:
+    """What a Table 1 cell needs beyond its win rate, from gold rewards of shape ``(n_seeds, n_prompts)``
+    paired by seed and prompt: the variance split of the per-seed win rates (percentage points), the
+    t-test p-value against 50%, and the paired mean difference in r* (A − B) with its 95% t-interval across
+    seeds (a continuous statistic, with more power than the win rate)."""
+    from tpo_core.evaluation import pairwise_outcomes, t_interval
+
+    a, b = np.asarray(gold_a, dtype=float), np.asarray(gold_b, dtype=float)
+    out = pairwise_outcomes(a, b)
+    split = variance_split(out) if out.shape[0] >= 2 and out.shape[1] >= 2 else {
+        "sd_between": float("nan"), "sd_eval": float("nan"), "sd_train": float("nan")}
+    diff = (np.atleast_2d(a) - np.atleast_2d(b)).mean(axis=1)
+    d_mean, d_lo, d_hi = t_interval(diff)
+    return {"sd_between": 100 * split["sd_between"], "sd_eval": 100 * split["sd_eval"],
+            "sd_train": 100 * split["sd_train"], "p_value": t_test_vs(out.mean(axis=1), 0.5),
+            "gold_diff_mean": d_mean, "gold_diff_low": d_lo, "gold_diff_high": d_hi}
+
+
+def add_holm(table, *, alpha: float = 0.05, power: float = 0.8):
+    """Holm-corrected verdicts and the MDE of every cell of ``table`` (a frame with ``win_rate_mean``,
+    ``p_value``, ``sd_between``, ``n_seeds``), the family being all its rows. Adds ``p_holm``, ``verdict``
+    ("TPO wins" / "TPO loses" / "no detectable difference" / "no test": fewer than 3 seeds or no spread) and
+    ``mde`` (percentage points from 50%, at level alpha / number of cells; NaN for fewer than 3 seeds or zero
+    spread, where the sd estimate means nothing). Returns a new frame."""
+    t = table.copy()
+    reject, adjusted = holm(t["p_value"].to_numpy(), alpha)
+    t["p_holm"] = adjusted
+    t["verdict"] = ["no test" if not np.isfinite(p) else
+                    ("TPO wins" if w > 50 else "TPO loses") if r else "no detectable difference"
+                    for p, r, w in zip(t["p_value"], reject, t["win_rate_mean"])]
+    t["mde"] = [mde(sd, int(n), alpha=alpha, power=power, n_tests=len(t)) if n >= 3 and sd > 0 else float("nan")
+                for sd, n in zip(t["sd_between"], t["n_seeds"])]  # as t_interval: no estimate from < 3 seeds or no spread
+    return t

@@ -1,0 +1,202 @@
+"""What made a cached result, and the one rule for reusing it: reuse only when that identity matches.
+
+Every result the study caches (π_0, run checkpoints, evaluations, source measurements, executed
+notebooks) records an *identity*: a JSON-able dict of the settings it depends on, the content hashes of
+its inputs and the identity of the code that computed it (:func:`code_identity`). A later call computes
+the identity it wants and compares (:func:`changed_fields`): equal -> reuse; different -> recompute, saying
+which fields changed. Weight files carry their sha256 (:func:`record_checksums`) and are verified before
+they are loaded (:func:`verify_checksums`), so a corrupt or truncated file is an error that names the file
+and how to rebuild it, never a silently different number.
+
+A leaf module: it imports nothing from ``tpo_core``, so every other module may use it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_identity", "tpo_core_imports",
+           "changed_fields", "describe_changes", "write_atomic", "record_checksums", "verify_checksums",
+           "read_json", "CHECKSUMS"]
+
+PACKAGE = Path(__file__).resolve().parent
+#: File in a weights folder listing ``relative path -> sha256`` of its weight files.
+CHECKSUMS = "checksums.json"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+class CorruptFileError(RuntimeError):
+    """A cached file is missing, truncated or differs from the sha256 recorded when it was written."""
+
+
+class StaleResultError(RuntimeError):
+    """A cached result was made from other settings or code than the ones asked for, and is not recomputed
+    here (e.g. evaluating a run whose checkpoints were trained with another learning rate)."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """The hex sha256 of a file, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def canonical(obj):
+    """``obj`` as plain JSON data: tuples -> lists, Paths -> str, dataclass-like objects refused."""
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return repr(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot put a {type(obj).__name__} into an identity: {obj!r}")
+
+
+def sha256_json(obj) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys), the digest of an identity."""
+    return hashlib.sha256(json.dumps(canonical(obj), sort_keys=True).encode()).hexdigest()
+
+
+def tpo_core_imports(source: str) -> set[str]:
+    """Names of the ``tpo_core`` modules that Python ``source`` imports anywhere (also inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "tpo_core" and len(parts) > 1 and (PACKAGE / f"{parts[1]}.py").is_file():
+                out.add(parts[1])
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _closure(module: str) -> tuple[str, ...]:
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        path = PACKAGE / f"{m}.py"
+        if not path.is_file():
+            raise ValueError(f"tpo_core has no module {m!r}")
+        seen.add(m)
+        todo.extend(tpo_core_imports(path.read_text(encoding="utf-8")) - seen)
+    return tuple(sorted(seen))
+
+
+def code_identity(*modules: str, source: str | None = None) -> str:
+    """sha256 of the source files of the given ``tpo_core`` modules and of every ``tpo_core`` module they
+    import, transitively (function-level imports included). With ``source`` (e.g. a notebook's code), the
+    modules that text imports are added. Edit any of those files and the identity changes."""
+    wanted = set(modules) | (tpo_core_imports(source) if source is not None else set())
+    files = sorted({m for w in wanted for m in _closure(w)})
+    h = hashlib.sha256()
+    for m in files:
+        h.update(m.encode() + b"\0" + (PACKAGE / f"{m}.py").read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def changed_fields(recorded, wanted, prefix: str = "") -> list[str]:
+    """Dotted names of the entries where the identities ``recorded`` and ``wanted`` differ (sorted)."""
+    recorded, wanted = canonical(recorded), canonical(wanted)
+    if isinstance(recorded, dict) and isinstance(wanted, dict):
+        out = []
+        for k in sorted(set(recorded) | set(wanted)):
+            out += changed_fields(recorded.get(k, "<absent>"), wanted.get(k, "<absent>"), f"{prefix}{k}.")
+        return out
+    return [] if recorded == wanted else [prefix.rstrip(".") or "<identity>"]
+
+
+def describe_changes(recorded, wanted, limit: int = 6) -> str:
+    """``"beta: 0.1 -> 5.0, learning_rate: ..."``: what changed between two identities, for a message."""
+    def get(d, dotted):
+        for part in dotted.split("."):
+            if not isinstance(d, dict) or part not in d:
+                return "<absent>"
+            d = d[part]
+        return d
+
+    fields = changed_fields(recorded, wanted)
+    shown = []
+    for f in fields[:limit]:
+        old, new = (json.dumps(canonical(get(x, f)))[:60] for x in (recorded, wanted))
+        shown.append(f"{f}: {old} -> {new}")
+    more = f" (+{len(fields) - limit} more)" if len(fields) > limit else ""
+    return ", ".join(shown) + more
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file beside it, renamed into place); makes the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | Path, default=None):
+    """The JSON in ``path``, or ``default`` when it is missing or unreadable (a half-written legacy file)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def record_checksums(folder: str | Path) -> dict[str, str]:
+    """Hash every weight file in ``folder`` (``*.safetensors``, ``*.bin``, ``*.pt``, recursively) and write
+    ``folder/checksums.json``. Call it last, when the folder is complete. Returns ``relative path -> sha256``."""
+    folder = Path(folder)
+    sums = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.suffix in _WEIGHT_SUFFIXES}
+    if not sums:
+        raise FileNotFoundError(f"{folder} holds no weight file to checksum")
+    write_atomic(folder / CHECKSUMS, json.dumps(sums, indent=1, sort_keys=True) + "\n")
+    return sums
+
+
+def verify_checksums(folder: str | Path, *, rebuild: str) -> dict[str, str]:
+    """Check every file of ``folder/checksums.json`` against its recorded sha256 before anything loads it.
+
+    Raises :class:`CorruptFileError` naming each missing, truncated or altered file, and ``rebuild`` (how to
+    make the folder again). Returns the checksums (the folder's content identity).
+    """
+    folder = Path(folder)
+    sums = read_json(folder / CHECKSUMS)
+    if not isinstance(sums, dict) or not sums:
+        raise CorruptFileError(f"{folder} has no readable {CHECKSUMS}: it is incomplete or was written by an older "
+                               f"version of tpo_core, so its weights cannot be trusted. {rebuild}")
+    problems = []
+    for rel, want in sums.items():
+        p = folder / rel
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif (got := sha256_file(p)) != want:
+            problems.append(f"{p}: sha256 {got[:16]}..., recorded {want[:16]}... (corrupt or truncated)")
+    if problems:
+        raise CorruptFileError("cached weights do not match the checksums recorded when they were written:\n  "
+                               + "\n  ".join(problems) + f"\n{rebuild}")
+    return sums
