@@ -38,7 +38,7 @@ def test_t_interval_degenerate_cases():
 
 
 def test_t_interval_is_clipped_to_the_possible_range():
-    v = [0.0, 0.0, 0.9]  # wide: the unclipped interval runs below 0
+    v = [0.0, 0.05, 0.3]  # wide: the unclipped interval runs below 0, not above 1
     _, lo, hi = ev.t_interval(v)
     _, clo, chi = ev.t_interval(v, bounds=(0.0, 1.0))
     assert lo < 0 and clo == 0.0 and chi == pytest.approx(hi) and hi < 1

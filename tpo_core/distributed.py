@@ -1,4 +1,4 @@
-"""Data-parallel TPO through HF ``accelerate``: sharded collection, training and evaluation (issue 16).
+"""Data-parallel TPO through HF ``accelerate``: sharded collection, training and evaluation.
 
 The authors ran the paper's XSum study on 4 GPUs with accelerate: each worker generates and annotates
 its share of an iteration's prompts, and the bandit's statistics are pooled across workers every 50

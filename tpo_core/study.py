@@ -71,7 +71,7 @@ class Run:
     """Keep the selector's statistics across iterations (the authors reset them)."""
 
 
-#: The paper's four methods and the ablations beyond it (issue 7), by run name.
+#: The paper's four methods and the ablations beyond it, by run name.
 RUNS: dict[str, Run] = {
     "tpo": Run("tpo"),
     "no-transfer": Run("no-transfer"),
@@ -284,7 +284,7 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
 def pi0_quality(study: Study, *, n_docs: int | None = None, seed: int = 0) -> pd.DataFrame:
     """ROUGE-L F1 (rouge-score, stemmed) and r* of π_0 (greedy and sampled) and the lead-8 baseline.
 
-    On the first ``n_docs`` test prompts (default all of ``study.test``), as issue 5 asks: is π_0 writing
+    On the first ``n_docs`` test prompts (default all of ``study.test``): is π_0 writing
     document-specific synopses, and how far is it from the trivial lead-8-words baseline?
     """
     from rouge_score import rouge_scorer

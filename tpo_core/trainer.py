@@ -272,7 +272,7 @@ class PreferenceTrainer:
             accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no",
                                       gradient_accumulation_steps=cfg.grad_accum)
         self.accelerator = acc = accelerator
-        if acc.distributed_type.value in ("DEEPSPEED", "FSDP", "MEGATRON_LM"):  # issue 16: only DDP is built and tested
+        if acc.distributed_type.value in ("DEEPSPEED", "FSDP", "MEGATRON_LM"):  # only DDP is built and tested
             raise ValueError(f"PreferenceTrainer supports one process or DDP (accelerate's multi-GPU/multi-CPU), "
                              f"not {acc.distributed_type.value}: it prepares model and optimizer separately, which "
                              "DeepSpeed does not allow; use an accelerate config with distributed_type MULTI_GPU")
