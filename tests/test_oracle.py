@@ -122,6 +122,20 @@ def test_gold_real_mpnet_ordering(mpnet_gold):
     assert got2[0] > got2[1] > got2[2]
 
 
+def test_gold_embeddings_equal_sentence_transformers(mpnet_gold):
+    """The peer as oracle: sentence-transformers' encode on the same mpnet folder gives the same unit
+    embeddings (fp32; our batching sorts by length, theirs too, so only summation order may differ)."""
+    from sentence_transformers import SentenceTransformer
+
+    from tpo_core.data import load_debian
+
+    st = SentenceTransformer(str(mpnet_gold.model_path), device="cpu", local_files_only=True)
+    texts = list(load_debian("test").summary[:48]) + ["", "a", "x " * 500]  # empty, tiny, truncated at 384
+    ours = mpnet_gold.encode(texts, progress=False)
+    theirs = st.encode(texts, batch_size=mpnet_gold.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    assert np.abs(ours - theirs).max() < 1e-5
+
+
 # ----------------------------------------------------------------------------------------------- labels
 def test_label_best_worst():
     g = np.array([[0.1, 0.9, 0.5, 0.2],

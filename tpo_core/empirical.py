@@ -5,7 +5,7 @@ For each prompt the selector picks an arm. The null arm (the authors' ``null``, 
 source arm re-ranks a pool of extra on-policy samples with its reward and its top ``k`` replace the
 first ``k`` online responses (the authors' ``replace_num = 4``, responses 0..3). The simulated
 human scores the candidates; best vs worst is the preference pair, and the arm's *win* is 1 if the
-best candidate is a transferred one (paper-spec §4.3 (5): a best-of-group proxy of
+best candidate is a transferred one (the authors' code: a best-of-group proxy of
 P(π̃ ≻ π_OL), 1/2 in expectation when both groups come from the same policy).
 """
 

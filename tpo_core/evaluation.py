@@ -1,6 +1,6 @@
 """Win-rate evaluation with honest statistics (the paper's Table 1 protocol, made explicit).
 
-Protocol (paper-spec §7.9, the best reading; the authors released no evaluation script):
+Protocol (our reading of paper §6; the authors released no evaluation script):
 one sampled response per held-out prompt per policy, both judged by the gold reward r*; policy A
 *wins* a prompt if its response scores higher, a tie counts 1/2. Runs are paired by seed (TPO seed i
 against baseline seed i). The paper reports mean ± 95% CI over 3 seeds; here every estimate comes
@@ -25,7 +25,7 @@ __all__ = ["MIN_SEEDS_FOR_INTERVAL", "pairwise_outcomes", "t_interval", "bootstr
            "summarize_win_rate", "side_of", "as_frame", "PAPER_TABLE1"]
 
 #: The paper's Table 1 (DPO; win rate % of empirical TPO, mean and 95% CI half-width over 3 seeds;
-#: paper-spec §6.1), for display next to ours. Baselines named as in :data:`tpo_core.empirical.METHODS`:
+#: paper §6.1), for display next to ours. Baselines named as in :data:`tpo_core.empirical.METHODS`:
 #: the paper's worst source is ROUGE-Lsum, its best T5-Large.
 PAPER_TABLE1 = pd.DataFrame(
     [("no-transfer", 1, 52.1, 1.2), ("no-transfer", 2, 53.3, 1.6), ("no-transfer", 3, 54.0, 1.2),

@@ -1,7 +1,7 @@
 """Preference-optimisation losses of empirical TPO's ``Alg_PO`` (paper §5, Alg. 3 step "policy optimisation").
 
 Pure functions on **per-sequence log-probabilities summed over the response tokens** (the TRL default that
-the authors used, ``paper-spec.md`` §4.3 step 6). Every function takes tensors of shape ``(batch,)``:
+the authors' code used). Every function takes tensors of shape ``(batch,)``:
 
 * ``pol_chosen``, ``pol_rejected``: ``log π_θ(y_w|x)``, ``log π_θ(y_l|x)`` under the policy being trained;
 * ``ref_chosen``, ``ref_rejected``: ``log π_ref(y_w|x)``, ``log π_ref(y_l|x)`` under the reference policy,
@@ -82,7 +82,7 @@ def xpo_loss_authors(pol_chosen: torch.Tensor, pol_rejected: torch.Tensor, ref_c
     ``losses.mean() − α·(policy_chosen_logps.mean() + policy_rejected_logps.mean())/2`` with summed
     log-probs and ``α = 1e-2``; the per-pair losses returned here have exactly that mean. The extra term is a
     likelihood *bonus* on the labelled (offline) pair; it is not Xie et al.'s exploration term (see
-    :func:`xpo_loss_trl` and ``peers-and-style.md`` §1.1).
+    :func:`xpo_loss_trl`, after TRL's ``XPOTrainer``).
     """
     losses, cr, rr = dpo_loss(pol_chosen, pol_rejected, ref_chosen, ref_rejected, beta)
     return losses - alpha * 0.5 * (pol_chosen + pol_rejected), cr, rr

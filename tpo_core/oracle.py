@@ -1,7 +1,7 @@
 """The simulated human of the ``embedded`` preset: a gold reward ``r*`` and the preference labels it gives.
 
 The paper's simulated human is a Llama-3-8B Bradley-Terry reward model (``sfairXC/FsfairX-LLaMA3-RM-v0.1``),
-which is not available offline (``offline-assets.md``). The ``embedded`` preset declares a synthetic gold
+which cannot be loaded offline (it is on the Hugging Face Hub only). The ``embedded`` preset declares a synthetic gold
 reward instead, in the spirit of Gao et al.'s "gold reward model" setups, and says so:
 
     ``r*(x, y) = cos(e(y), e(y_ref))``, the cosine between the **all-mpnet-base-v2** sentence embeddings of
@@ -12,7 +12,7 @@ ROUGE-Lsum, BERTScore with all-MiniLM-L6-v2, and LLM log-probs (:mod:`tpo_core.s
 equals a source (:class:`GoldReward` refuses the MiniLM weights unless told otherwise). The prompt is not used
 by ``r*`` (it is validated, for a uniform interface with the sources).
 
-Labelling, as the authors' code does it (``paper-spec.md`` §4.3 step 4): the gold scores all candidates of a
+Labelling, as the authors' code does it: the gold scores all candidates of a
 prompt and the best (arg-max) and worst (arg-min) form the DPO pair, deterministically; pairs whose best and
 worst are tied are dropped (:func:`label_best_worst`). The authors' later code also has a stochastic mode,
 ``y ~ Bernoulli(sigmoid(scale * (r*(a) - r*(b))))`` (:func:`label_bradley_terry`).
@@ -59,7 +59,7 @@ class GoldReward:
     present, is honoured: ``sentence_bert_config.json`` (``max_seq_length``, 384 for mpnet; texts are
     truncated there) and ``1_Pooling/config.json`` (mean or CLS pooling); a plain HF folder uses mean pooling
     and the tokenizer's maximum length (at most 512). The embeddings equal sentence-transformers' ``encode``
-    (tested to 1e-5 on mpnet when sentence-transformers is installed) without importing it.
+    on the same folder to 1e-5 (``tests/test_oracle.py``), without importing it.
 
     * Reference embeddings are cached by text (the same references are scored for every candidate and
       iteration); ``ref_cache_hits`` / ``ref_cache_misses`` count lookups, :meth:`clear_cache` empties it.
@@ -218,7 +218,7 @@ class RewardModelGold:
     """``r*`` of the ``paper`` preset: a Bradley-Terry sequence-classification reward model
     (``sfairXC/FsfairX-LLaMA3-RM-v0.1``), scoring the chat ``[user: prompt, assistant: response]``.
 
-    As the authors' script (paper-spec §4.3): the chat template is applied as text, the tokenizer's BOS
+    As the authors' script: the chat template is applied as text, the tokenizer's BOS
     string is removed (the tokenizer adds it again), inputs are truncated at ``max_length`` (2,048), and the
     raw logit of the single output is the score (``function_to_apply="none"``). The reference is not used.
     ``model_path`` is a local folder, or a Hub id with ``local_files_only=False`` (GPU users).

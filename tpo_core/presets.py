@@ -2,7 +2,7 @@
 
 * ``embedded`` (default): offline, 2 CPU cores, real Debian package-description data and real small
   models; the whole ``nox -s reproduce`` within an hour.
-* ``paper``: the paper's setup (paper-spec §4-5): T5-small on XSum, T5-base/T5-large and BERTScore
+* ``paper``: the paper's setup (paper §6 and the authors' scripts): T5-small on XSum, T5-base/T5-large and BERTScore
   (distilbert) sources, the FsfairX-LLaMA3 reward model as the human, the authors' sizes. Loaded from
   the Hugging Face Hub, for GPU users; it cannot run on our machines.
 * ``smoke``: tiny random models and a handful of prompts, for tests.
@@ -66,7 +66,7 @@ class Preset:
     temperature: float = 1.0
     """Sampling temperature for online, pool and evaluation samples (paper: 1.0)."""
     beta: float = 0.1
-    """KL weight of DPO/IPO/XPO (paper-spec §7.5: the code default 0.1)."""
+    """KL weight of DPO/IPO/XPO (the paper does not state it; its scripts keep TRL's default 0.1)."""
     learning_rate: float = 5e-5
     """Preference-optimisation learning rate (paper: 5e-5 DPO/XPO, 1e-5 IPO)."""
     epochs: int = 3

@@ -1,6 +1,6 @@
 """Source rewards ``r_w`` and the Best-of-N transfer policy of the ``embedded`` language-model preset.
 
-In empirical TPO (paper §5, Alg. 3; ``paper-spec.md`` §4.3 step 3) a source reward never generates text: it
+In empirical TPO (paper §5, Alg. 3) a source reward never generates text: it
 re-ranks a pool of N responses sampled from the current online policy, and the top ``k`` form the *source
 policy*'s responses (the authors use Best-of-32, top 4). This module provides the sources, behind one
 interface, and :func:`best_of_n`.
@@ -24,7 +24,7 @@ its prompt and its reference summary). Larger is better. Build them by name with
   ``"qwen05"``) builds it from a real pretrained LLM shipped on PyPI (SmolLM2-135M-Instruct, resp.
   Qwen2.5-Coder-0.5B-Instruct; converted once by :func:`tpo_core.assets.ensure_llm`) with
   :data:`LLM_ASSET_DEFAULTS`: the model's chat template and the per-token mean (the summed log-prob of these
-  models mostly tracks length: ``embedded-feasibility.md``).
+  models mostly tracks length; the book's source chapter measures each source).
 
 The gold reward (the simulated human) is *not* here: see :mod:`tpo_core.oracle`; it uses a different encoder
 (all-mpnet-base-v2), so it is never equal to a source.
@@ -58,7 +58,7 @@ CHAT_LLM_TEMPLATE = "Write a one-line summary of this Debian package description
 #: assets are ChatML instruct models: the response is scored as the assistant's reply followed by the
 #: end-of-turn token ``<|im_end|>`` (their ``eos_token``), per token. ``add_bos=False``: the chat text already
 #: starts with SmolLM2's BOS (``<|im_start|>``), and Qwen's nominal BOS (``<|endoftext|>``) is not used by its
-#: template. (Measured in ``embedded-feasibility.md``: per-token Spearman with the gold 0.23 / 0.27, summed
+#: template. (Measured when the preset was sized: per-token Spearman with the gold 0.23 / 0.27, summed
 #: 0.03 / 0.04; without the end-of-turn token 0.25 / 0.32: ``append_eos=False``, but then an empty response
 #: has no scored token and gets ``empty_score``.)
 LLM_ASSET_DEFAULTS = {"template": CHAT_LLM_TEMPLATE, "chat": True, "response_prefix": "", "reduction": "mean",
@@ -395,7 +395,7 @@ def _make_llm(**kwargs) -> LLMLogProb:
 
 class Seq2SeqLogProb(SourceReward):
     """Log-probability of the response given the document under a pretrained encoder-decoder (the paper's
-    T5-base and T5-large sources, paper-spec §4.2): ``log p(y | prefix + x)`` summed (the authors) or averaged
+    T5-base and T5-large sources, paper §6): ``log p(y | prefix + x)`` summed (the authors) or averaged
     over the response tokens and EOS.
 
     ``model_path``: a local folder, or a Hub id with ``local_files_only=False`` (GPU users of the ``paper``

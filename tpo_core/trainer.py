@@ -1,4 +1,4 @@
-"""The preference-optimisation trainer ``Alg_PO`` of empirical TPO (paper §5, Alg. 3; ``paper-spec.md`` §4.3 (6)).
+"""The preference-optimisation trainer ``Alg_PO`` of empirical TPO (paper §5, Alg. 3; the authors' DPO step).
 
 One iteration of the authors' loop trains ``π^(k+1)`` from ``π^(k)`` on that iteration's labelled pairs with
 DPO (or IPO, or one of two XPO readings, :mod:`tpo_core.losses`). :class:`PreferenceTrainer` does this for
