@@ -26,7 +26,7 @@ TIMED_COLUMNS = {"seconds"}
 
 
 def _start(results: Path, executed: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tpo_core.reproduce", "--quick", "--no-book", "--results-dir", str(results),
+    cmd = [sys.executable, "-m", "tpo_core.reproduce", "--quick", "--no-book", "--no-progress", "--results-dir", str(results),
            "--executed-dir", str(executed)]
     return subprocess.Popen(cmd, cwd=reproduce.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

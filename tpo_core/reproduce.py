@@ -141,8 +141,10 @@ def _spec(name: str) -> NotebookSpec:
 
 def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False,
                  root: Path = ROOT, executed_dir: Path | None = None,
-                 results_dir: Path | None = None) -> dict:
-    """Execute one notebook (unless a matching finished run exists) and return its manifest."""
+                 results_dir: Path | None = None, progress: bool = False) -> dict:
+    """Execute one notebook (unless a matching finished run exists) and return its manifest.
+
+    ``progress`` shows papermill's cell progress bar (cells done, elapsed, estimated time left) on stderr."""
     import jupytext
     import papermill
 
@@ -186,7 +188,7 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
         tmp_out = executed_dir / f".{spec.name}.running.ipynb"
         try:
             papermill.execute_notebook(str(src_nb), str(tmp_out), parameters=params,
-                                       kernel_name="python3", cwd=str(root), progress_bar=False)
+                                       kernel_name="python3", cwd=str(root), progress_bar=progress)
         except BaseException:
             if tmp_out.exists():  # keep the failed execution for debugging, out of the book
                 failed = results_dir / "failed" / f"{spec.name}.ipynb"
@@ -232,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--no-book", action="store_true", help="skip the jupyter-book build")
+    parser.add_argument("--no-progress", action="store_true", help="no per-notebook cell progress bar")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="where results and manifests go (default: results/)")
     parser.add_argument("--executed-dir", type=Path, default=None,
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     timings = []
     for spec in specs:
         manifest = run_notebook(spec, quick=args.quick, force=args.force, executed_dir=args.executed_dir,
-                                results_dir=args.results_dir)
+                                results_dir=args.results_dir, progress=not args.no_progress)
         timings.append((spec.name, "skipped" if manifest.get("skipped") else f"{manifest['seconds']:.1f} s"))
     if not args.no_book:
         t0 = time.time()
