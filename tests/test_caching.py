@@ -171,15 +171,22 @@ def test_code_identity_follows_imports_and_edits(tmp_path, monkeypatch):
     shutil.copytree(provenance.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(provenance, "PACKAGE", pkg)
     provenance._closure.cache_clear()
+    provenance._code_text_cached.cache_clear()
     try:
         study, ev = provenance.code_identity("study"), provenance.code_identity("evaluation")
         assert provenance.code_identity(source="from tpo_core import study\n") == study
-        with open(pkg / "trainer.py", "a") as f:  # study imports the trainer (inside a function)
-            f.write("\n# an edit\n")
+        trainer = pkg / "trainer.py"
+        text = trainer.read_text()
+        # documentation, comments and layout are not code: the identity stays
+        trainer.write_text(text.replace('"""', '"""Edited docs. ', 1) + "\n# a comment\n\n\n")
+        assert provenance.code_identity("study") == study
+        # code is: study imports the trainer (inside a function), evaluation does not
+        trainer.write_text(text + "\nEXTRA_CONSTANT = 1\n")
         assert provenance.code_identity("study") != study
-        assert provenance.code_identity("evaluation") == ev  # evaluation does not import the trainer
+        assert provenance.code_identity("evaluation") == ev
     finally:
         provenance._closure.cache_clear()
+        provenance._code_text_cached.cache_clear()
 
 
 def test_changed_fields_names_nested_differences():

@@ -1,6 +1,6 @@
 """The starting policy ``pi_0`` of the ``embedded`` preset: a small T5 trained once by SFT and cached.
 
-The paper fine-tunes T5-small; no pretrained T5 weights are available offline (``offline-assets.md``),
+The paper fine-tunes T5-small; no pretrained T5 weights can be loaded offline (they are on the Hugging Face Hub only),
 so ``pi_0`` is a **T5 architecture** (:class:`transformers.T5ForConditionalGeneration`: relative
 position buckets, RMS norm, ReLU FFN, tied input/output embeddings) trained here by supervised
 fine-tuning on the ``sft`` split of the Debian descriptions (:func:`tpo_core.data.load_debian`).

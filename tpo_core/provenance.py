@@ -22,7 +22,8 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_identity", "tpo_core_imports",
+__all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_text",
+           "code_identity", "tpo_core_imports",
            "changed_fields", "describe_changes", "write_atomic", "record_checksums", "verify_checksums",
            "read_json", "CHECKSUMS"]
 
@@ -102,15 +103,40 @@ def _closure(module: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def code_text(source: str) -> str:
+    """What a module computes, as text: its syntax tree without docstrings or other bare string statements
+    (``ast.dump``: no comments, no layout, no line numbers). Editing documentation leaves it unchanged."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        for name in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, name, None)
+            if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt):
+                kept = [st for st in stmts if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant)
+                                                   and isinstance(st.value.value, str))]
+                setattr(node, name, kept or [ast.Pass()])
+    return ast.dump(tree)
+
+
+@functools.lru_cache(maxsize=256)
+def _code_text_cached(source: str) -> str:
+    return code_text(source)
+
+
+def _module_text(module: str) -> str:
+    return _code_text_cached((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+
+
 def code_identity(*modules: str, source: str | None = None) -> str:
-    """sha256 of the source files of the given ``tpo_core`` modules and of every ``tpo_core`` module they
-    import, transitively (function-level imports included). With ``source`` (e.g. a notebook's code), the
-    modules that text imports are added. Edit any of those files and the identity changes."""
+    """sha256 of the code (:func:`code_text`: docstrings, comments and layout left out) of the given
+    ``tpo_core`` modules and of every ``tpo_core`` module they import, transitively (function-level imports
+    included). With ``source`` (e.g. a notebook's code), the modules that text imports are added. Change
+    what any of those files computes and the identity changes; edit their documentation and it does not."""
     wanted = set(modules) | (tpo_core_imports(source) if source is not None else set())
     files = sorted({m for w in wanted for m in _closure(w)})
     h = hashlib.sha256()
     for m in files:
-        h.update(m.encode() + b"\0" + (PACKAGE / f"{m}.py").read_bytes() + b"\0")
+        text = _module_text(m)
+        h.update(m.encode() + b"\0" + text.encode("utf-8") + b"\0")
     return h.hexdigest()
 
 
