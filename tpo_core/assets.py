@@ -64,7 +64,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tpo_core.provenance import sha256_file
+from tpo_core.provenance import sha256_file, verify_dir
 
 __all__ = [
     "AssetChecksumError", "AssetMissingError", "LLM_ASSETS", "LLMAsset", "MINILM_PACKAGE", "MINILM_PIP_COMMAND",
@@ -79,25 +79,6 @@ class AssetMissingError(FileNotFoundError):
 
 class AssetChecksumError(ValueError):
     """A model file or wheel part does not have the expected sha256."""
-
-
-def verify_dir(root: str | Path, manifest: Mapping[str, str]) -> list[str]:
-    """Check every ``relative path -> sha256`` of ``manifest`` under ``root``.
-
-    Returns the problems, one line each (``"<path>: missing"`` or ``"<path>: sha256 <got>, expected
-    <want>"``); an empty list means the folder is intact. Files not in the manifest are ignored.
-    """
-    root = Path(root)
-    problems = []
-    for rel, want in manifest.items():
-        p = root / rel
-        if not p.is_file():
-            problems.append(f"{p}: missing")
-            continue
-        got = sha256_file(p)
-        if got != want:
-            problems.append(f"{p}: sha256 {got}, expected {want}")
-    return problems
 
 
 def cache_root() -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 __all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_text",
            "code_identity", "tpo_core_imports",
            "changed_fields", "describe_changes", "write_atomic", "record_checksums", "verify_checksums",
-           "read_json", "CHECKSUMS"]
+           "read_json", "verify_dir", "CHECKSUMS"]
 
 PACKAGE = Path(__file__).resolve().parent
 #: File in a weights folder listing ``relative path -> sha256`` of its weight files.
@@ -204,6 +204,25 @@ def record_checksums(folder: str | Path) -> dict[str, str]:
     return sums
 
 
+def verify_dir(root: str | Path, manifest: dict[str, str]) -> list[str]:
+    """Check every ``relative path -> sha256`` of ``manifest`` under ``root``.
+
+    Returns the problems, one line each (``"<path>: missing"`` or ``"<path>: sha256 <got>, expected
+    <want>"``); an empty list means the folder is intact. Files not in the manifest are ignored.
+    """
+    root = Path(root)
+    problems = []
+    for rel, want in manifest.items():
+        p = root / rel
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+            continue
+        got = sha256_file(p)
+        if got != want:
+            problems.append(f"{p}: sha256 {got}, expected {want}")
+    return problems
+
+
 def verify_checksums(folder: str | Path, *, rebuild: str) -> dict[str, str]:
     """Check every file of ``folder/checksums.json`` against its recorded sha256 before anything loads it.
 
@@ -215,14 +234,8 @@ def verify_checksums(folder: str | Path, *, rebuild: str) -> dict[str, str]:
     if not isinstance(sums, dict) or not sums:
         raise CorruptFileError(f"{folder} has no readable {CHECKSUMS}: it is incomplete or was written by an older "
                                f"version of tpo_core, so its weights cannot be trusted. {rebuild}")
-    problems = []
-    for rel, want in sums.items():
-        p = folder / rel
-        if not p.is_file():
-            problems.append(f"{p}: missing")
-        elif (got := sha256_file(p)) != want:
-            problems.append(f"{p}: sha256 {got[:16]}..., recorded {want[:16]}... (corrupt or truncated)")
+    problems = verify_dir(folder, sums)
     if problems:
-        raise CorruptFileError("cached weights do not match the checksums recorded when they were written:\n  "
-                               + "\n  ".join(problems) + f"\n{rebuild}")
+        raise CorruptFileError("cached weights are missing, corrupt or truncated: they do not match the sha256 "
+                               "recorded when they were written:\n  " + "\n  ".join(problems) + f"\n{rebuild}")
     return sums
