@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from tpo_core.data import sample_prompts
 from tpo_core.oracle import label_best_worst
 from tpo_core.presets import NULL_ARM
+from tpo_core.provenance import write_atomic
 from tpo_core.selection import TransferSelector
 from tpo_core.sources import best_of_n
 
@@ -178,13 +178,7 @@ def _write_text(text: str, path: Path) -> None:
     In a sharded run (:mod:`tpo_core.distributed`) only the main process writes, then all wait."""
     from tpo_core.distributed import on_main
 
-    on_main(_write_atomic, text, path)
-
-
-def _write_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    on_main(write_atomic, path, text)
 
 
 def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dict, gold, seed: int,

@@ -126,14 +126,6 @@ def _versions() -> dict:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _spec(name: str) -> NotebookSpec:
     for spec in NOTEBOOKS:
         if spec.name == name:
@@ -155,7 +147,7 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     source_path = root / "notebooks" / f"{spec.name}.md"
     if not source_path.exists():
         raise FileNotFoundError(f"notebook source {source_path} does not exist")
-    from tpo_core.provenance import code_identity
+    from tpo_core.provenance import PACKAGE, code_identity, read_json, write_atomic
 
     source = source_path.read_text()
     notebook = jupytext.read(source_path)
@@ -166,10 +158,9 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
         raise ValueError(f"{spec.name}: unknown parameter(s) {sorted(unknown)}; the notebook's parameters cell "
                          f"declares {sorted(declared_parameters(notebook))}")
     code = _code_of(notebook)
-    named = {m for m in re.findall(r"tpo_core\.(\w+)", code) if (Path(__file__).parent / f"{m}.py").is_file()}
+    named = {m for m in re.findall(r"tpo_core\.(\w+)", code) if (PACKAGE / f"{m}.py").is_file()}
     library = code_identity(*named, source=code)  # imported modules, and those run as `-m tpo_core.X`
-    upstream = {n: (json.loads(p.read_text()).get("key") if (p := results_dir / "manifests" / f"{n}.json").is_file()
-                    else None) for n in spec.reads}
+    upstream = {n: read_json(results_dir / "manifests" / f"{n}.json", {}).get("key") for n in spec.reads}
     key = _sha256(source + json.dumps(params, sort_keys=True) + library + json.dumps(upstream, sort_keys=True))
     out_path = executed_dir / f"{spec.name}.ipynb"
     manifest_path = results_dir / "manifests" / f"{spec.name}.json"
@@ -215,7 +206,7 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 2),
     }
-    _write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    write_atomic(manifest_path, json.dumps(manifest, indent=2) + "\n")
     print(f"[reproduce] {spec.name}: done in {seconds:.1f} s", flush=True)
     return manifest
 

@@ -48,8 +48,7 @@ from tpo_core.data import lead_baseline, sample_prompts
 from tpo_core.empirical import METHODS, run_method, write_csv
 from tpo_core.presets import Preset, get_preset, validate
 from tpo_core.provenance import (CHECKSUMS, StaleResultError, canonical, code_identity, describe_changes,
-                                 read_json, sha256_json, verify_checksums, write_atomic)
-from tpo_core.common import quiet_loading
+                                 read_json, sha256_json, write_atomic)
 from tpo_core.sources import best_of_n
 
 __all__ = ["RUNS", "Run", "Study", "load_study", "measure_sources", "choose_worst_best", "run", "run_all",
@@ -546,8 +545,7 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     """
     names = list(names)
     for n in names:
-        if n not in RUNS:
-            raise ValueError(f"unknown run {n!r}; choose one of {sorted(RUNS)}")
+        _run_spec(n)
     seeds = _seeds(study, seeds)
     jobs = [(n, s) for n in names for s in seeds]
     frames = []
@@ -622,13 +620,16 @@ def _checkpoint_id(folder: Path) -> str | None:
     return sha256_json(sums)[:16] if isinstance(sums, dict) and sums else None
 
 
-def _cached_rows(path: Path, iteration: int, checkpoint: str | None, key: str, n: int) -> pd.DataFrame | None:
-    """The cached evaluation rows of ``iteration`` in ``path`` if they judged exactly ``checkpoint`` under
+def _read_eval(path: Path) -> pd.DataFrame | None:
+    """A cached evaluation file, or None when missing."""
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _cached_rows(old: pd.DataFrame | None, iteration: int, checkpoint: str | None, key: str,
+                 n: int) -> pd.DataFrame | None:
+    """The cached evaluation rows of ``iteration`` in ``old`` if they judged exactly ``checkpoint`` under
     ``key`` (and are complete), else None."""
-    if checkpoint is None or not path.is_file():
-        return None
-    old = pd.read_csv(path)
-    if not {"checkpoint", "eval_key"} <= set(old.columns):
+    if checkpoint is None or old is None or not {"checkpoint", "eval_key"} <= set(old.columns):
         return None
     rows = old[(old.iteration == iteration) & (old.checkpoint == checkpoint) & (old.eval_key == key)]
     return rows.reset_index(drop=True) if len(rows) == n else None
@@ -646,7 +647,7 @@ def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
     frames, ck = [], sha256_json(study.pi0_identity)[:16]
     for s in seeds:
         path, key = _eval_path(study, "pi_0", s), eval_key(study, s)
-        rows = _cached_rows(path, 0, ck, key, len(study.test))
+        rows = _cached_rows(_read_eval(path), 0, ck, key, len(study.test))
         if rows is None:
             rows = _evaluate(study, study.new_pi0(), s, 0, ck, key)
             write_csv(rows, path)
@@ -685,23 +686,23 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
         if not done:
             continue
         check_run(study, name, s)
+        old = _read_eval(path)
+        tpo = _read_eval(_eval_path(study, "tpo", s)) if name != "tpo" else None
         rows, pol = [], None
         for k in done:
             ck = _checkpoint_id(out_dir / f"iter_{k}")
-            got = _cached_rows(path, k, ck, key, len(study.test))
-            if got is None and name != "tpo":
-                got = _cached_rows(_eval_path(study, "tpo", s), k, ck, key, len(study.test))
+            got = _cached_rows(old, k, ck, key, len(study.test))
             if got is None:
+                got = _cached_rows(tpo, k, ck, key, len(study.test))
+            if got is None:
+                from tpo_core.trainer import load_checkpoint
+
                 pol = pol or study.new_pi0()
-                ckpt = out_dir / f"iter_{k}"
-                verify_checksums(ckpt, rebuild=f"Delete {out_dir} and rerun run {name!r} seed {s} to retrain it.")
-                with quiet_loading():
-                    saved = type(pol.model).from_pretrained(ckpt)
-                pol.model.load_state_dict(saved.state_dict())
+                load_checkpoint(pol.model, out_dir / f"iter_{k}",
+                                rebuild=f"Delete {out_dir} and rerun run {name!r} seed {s} to retrain it.")
                 got = _evaluate(study, pol, s, k, ck, key)
             rows.append(got)
         new = pd.concat(rows, ignore_index=True)
-        old = pd.read_csv(path) if path.is_file() else None
         if old is None or not old.equals(new):
             write_csv(new, path)
         frames.append(new)

@@ -48,6 +48,7 @@ from tpo_core.provenance import record_checksums, verify_checksums
 from tpo_core.common import quiet_loading
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_logprobs", "latest_checkpoint",
+           "load_checkpoint",
            "LOG_COLUMNS"]
 
 LOG_COLUMNS = ("iteration", "epoch", "step", "loss", "chosen_reward", "rejected_reward", "margin", "accuracy",
@@ -234,6 +235,16 @@ def _accepts(model, *names) -> bool:
     except (TypeError, ValueError):
         return False
     return all(name in params for name in names)
+
+
+def load_checkpoint(model, path, *, rebuild: str | None = None) -> None:
+    """Load the weights of the checkpoint folder ``path`` into ``model`` (in its dtype), after checking them
+    against the folder's ``checksums.json``: :class:`tpo_core.provenance.CorruptFileError`, with ``rebuild``
+    (how to make it again) in the message, when they differ."""
+    verify_checksums(path, rebuild=rebuild or f"Delete {path} (and the later iterations beside it) to retrain it.")
+    with quiet_loading():
+        saved = type(model).from_pretrained(path, dtype=next(model.parameters()).dtype)
+    model.load_state_dict(saved.state_dict())
 
 
 def latest_checkpoint(out_dir) -> tuple[int, Path] | None:
@@ -435,13 +446,8 @@ class PreferenceTrainer:
         acc.wait_for_everyone()
 
     def load_weights(self, path):
-        """Load the weights saved in ``path`` (a checkpoint directory) into ``self.model``, after checking them
-        against the checkpoint's ``checksums.json`` (:class:`tpo_core.provenance.CorruptFileError` if they differ)."""
-        verify_checksums(path, rebuild=f"Delete {path} (and the later iterations beside it) to retrain it.")
-        model = self.accelerator.unwrap_model(self.model)
-        with quiet_loading():
-            saved = type(model).from_pretrained(path, dtype=next(model.parameters()).dtype)
-        model.load_state_dict(saved.state_dict())
+        """Load the checkpoint in ``path`` into ``self.model`` (:func:`load_checkpoint`)."""
+        load_checkpoint(self.accelerator.unwrap_model(self.model), path)
 
     def resume(self, out_dir) -> int | None:
         """Load the last finished iteration's weights; return its number (None, model untouched, if none)."""
