@@ -6,6 +6,7 @@ process's pulls and wins equals them); the same pairs on both processes as on on
 within ``REL_TOL``; every file written once, by the main process, atomically, and none left half.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from test_study import paper_stand_ins, smoke  # noqa: F401  (the stand-in fixtures)
-from tpo_core import distributed as D
+from tpo_core import sharding as D
 from tpo_core import study as S
 
 #: Weights after training, two processes (w2) against one (w1), both from w0: the relative difference of the
@@ -72,13 +73,15 @@ def test_local_batches_partition_each_global_batch(n, per_device, world):
         D.local_batches(order, 0, world, 0)
 
 
-def test_group_generator_is_a_function_of_its_inputs():
-    draw = lambda *a: torch.rand(4, generator=D.group_generator(*a))  # noqa: E731
+def test_stream_generator_is_a_function_of_its_inputs():
+    from tpo_core.common import stream_generator
+
+    draw = lambda *a: torch.rand(4, generator=stream_generator(*a))  # noqa: E731
     torch.testing.assert_close(draw(1001, 8, 0), draw(1001, 8, 0))
     for other in [(1002, 8, 0), (1001, 9, 0), (1001, 8, 1)]:
         assert not torch.equal(draw(1001, 8, 0), draw(*other))
     with pytest.raises(ValueError, match=">= 0"):
-        D.group_generator(-1, 0, 0)
+        stream_generator(-1, 0, 0)
     with pytest.raises(ValueError, match="group_size"):
         D.Sharding(0)
 
@@ -97,7 +100,7 @@ class _FixedPolicy:
     sharded loop and collect_iteration see the same responses and must agree on everything."""
 
     def sample(self, documents, n, *, temperature, max_new_tokens, generator):
-        assert isinstance(generator, torch.Generator)
+        assert len(generator) == len(documents) and all(isinstance(g, torch.Generator) for g in generator)
         return [[f"{d}:{(sum(map(ord, d)) * 7 + 13 * j) % 97}" for j in range(n)] for d in documents]
 
 
@@ -117,19 +120,22 @@ def test_sharded_collection_equals_collect_iteration_for_fixed_responses(group_s
 
     docs = [f"doc {i}" for i in range(23)]  # chunks of 4 with a partial last one
     out = []
-    for collect in (collect_iteration, D.Sharding(group_size).collect_iteration):
+    for sharding in (contextlib.nullcontext(), D.sharded(group_size)):
         sel = TransferSelector(["a", "b", "null"], policy=policy, update_every=4, warmup=4, seed=7)
-        pairs, records = collect(_FixedPolicy(), docs, [f"ref {i}" for i in range(23)], selector=sel,
-                                 sources={"a": _Number(89), "b": _Number(11)}, gold=_Number(23), n_candidates=4,
-                                 pool_size=6, top_k=2, seed=3, progress=False)
+        with sharding:
+            pairs, records = collect_iteration(
+                _FixedPolicy(), docs, [f"ref {i}" for i in range(23)], selector=sel,
+                sources={"a": _Number(89), "b": _Number(11)}, gold=_Number(23), n_candidates=4,
+                pool_size=6, top_k=2, seed=3, progress=False)
         out.append((pairs, records, sel.state_dict()))
     (p1, r1, s1), (p2, r2, s2) = out
     assert p1 == p2 and s1 == s2
     pd.testing.assert_frame_equal(r1, r2)
     assert set(r1.arm) == {"a", "b", "null"}  # all arms were used
     with pytest.raises(ValueError, match="no source"):
-        D.collect_iteration_sharded(_FixedPolicy(), docs, docs, selector=TransferSelector(["a", "null"]),
-                                    sources={}, gold=_Number(3), n_candidates=4, pool_size=4, top_k=2, seed=0)
+        with D.sharded(2):
+            collect_iteration(_FixedPolicy(), docs, docs, selector=TransferSelector(["a", "null"]),
+                              sources={}, gold=_Number(3), n_candidates=4, pool_size=4, top_k=2, seed=0)
 
 
 # -------------------------------------------------------------------- the trainer on two processes
@@ -229,8 +235,10 @@ def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
             return _real(src, dst)
 
         setattr(os, name, spy)
-    real_gather = D.gather_object
-    D.gather_object = lambda obj: local.append(obj) or real_gather(obj)
+    import accelerate.utils
+
+    real_gather = accelerate.utils.gather_object  # what tpo_core.sharding.gather and the trainer call
+    accelerate.utils.gather_object = lambda obj: local.append(obj) or real_gather(obj)
     real_train = trainer.PreferenceTrainer.train_iteration
 
     def train_spy(self, pairs, out_dir, iteration):

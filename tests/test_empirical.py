@@ -54,14 +54,15 @@ from tpo_core.selection import TransferSelector  # noqa: E402
 
 
 class FakePolicy:
-    """Responses 'doc:<k>' with k drawn from the generator: seeded like the real Policy.sample."""
+    """Responses 'doc:<k>' with k drawn from each document's own generator, as the real Policy.sample."""
 
     def __init__(self):
         self.calls = []
 
     def sample(self, documents, n, *, temperature, max_new_tokens, generator):
         self.calls.append((len(documents), n))
-        ks = torch.randint(0, 100, (len(documents), n), generator=generator).tolist()
+        assert len(generator) == len(documents)  # one stream per prompt (common random numbers)
+        ks = [torch.randint(0, 100, (n,), generator=g).tolist() for g in generator]
         return [[f"{d}:{k}" for k in row] for d, row in zip(documents, ks)]
 
 
@@ -181,3 +182,21 @@ def test_baselines_pull_their_fixed_arm():
         make_selector("nope", ["a"], preset)
     with pytest.raises(ValueError, match="needs a source arm"):
         make_selector("exploit-worst", ["a"], preset)
+
+
+def test_methods_holding_the_same_policy_draw_the_same_online_responses():
+    """Common random numbers: a prompt's online responses depend on (seed, its index) and the policy only,
+    not on the method's arms or on the other prompts of the iteration."""
+    docs = [f"doc {i}" for i in range(12)]
+    online = {}
+    for name, arm, n in (("no-transfer", "null", 12), ("exploit", "a", 12), ("half", "null", 6)):
+        pol = FakePolicy()
+        seen = []
+        real = pol.sample
+        pol.sample = lambda d, k, **kw: seen.append(real(d, k, **kw)) or seen[-1]  # noqa: B023
+        sel = TransferSelector(["a", "null"], policy=f"fixed:{arm}", update_every=4)
+        collect_iteration(pol, docs[:n], docs[:n], selector=sel, sources={"a": NumberSource()}, gold=NumberSource(),
+                          n_candidates=4, pool_size=6, top_k=2, seed=5, progress=False)
+        online[name] = seen[0]  # the first call draws every prompt's online responses
+    assert online["no-transfer"] == online["exploit"]
+    assert online["half"] == online["no-transfer"][:6]

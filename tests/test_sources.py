@@ -149,6 +149,15 @@ def test_bertscore_real_minilm_ordering(minilm):
     assert got[0] > got[1] > got[2] > got[3] == 0.0
 
 
+def test_bertscore_response_without_tokens_is_empty(minilm, capsys):
+    """A non-blank response that MiniLM's tokenizer turns into no token (a zero-width space) scores
+    ``empty_score`` without reaching bert_score, which would print a warning into the notebook."""
+    src = make_source("bertscore", progress=False)
+    got = src.score(["p"] * 2, ["\u200b", "A man eats."], ["A man is eating.", "A man is eating."])
+    assert got[0] == 0.0 and got[1] > 0.3
+    assert "Empty candidate" not in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------------- LLM log-prob
 PROMPTS = ["the cat sat on the mat", "a shared library for python", "command line tool"]
 

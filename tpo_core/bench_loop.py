@@ -184,7 +184,7 @@ def bench_iteration(study, method: str, seed: int) -> dict:
     """One iteration of ``method`` from π_0 on the preset's prompts per iteration: seconds by part."""
     from tpo_core import empirical
     from tpo_core.data import sample_prompts
-    from tpo_core.study import RUNS, _preference_config, choose_worst_best
+    from tpo_core.study import RUNS, preference_config, choose_worst_best
     from tpo_core.trainer import PreferenceTrainer
 
     p = study.preset
@@ -200,7 +200,7 @@ def bench_iteration(study, method: str, seed: int) -> dict:
     selector = empirical.make_selector(method, study.arms, p, worst=worst, best=best, seed=seed)
     prompts = sample_prompts(study.online, p.prompts_per_iteration, np.random.default_rng([seed, 1]))
     docs = [p.prompt_prefix + d for d in prompts.document]
-    trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(p, RUNS[method], seed))
+    trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(p, RUNS[method], seed))
     t0 = time.perf_counter()
     pairs, _ = empirical.collect_iteration(
         timed_pol, docs, list(prompts.summary), selector=selector, sources=sources, gold=gold,

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from tqdm import tqdm
 
+from tpo_core.common import ONLINE, POOL, prompt_streams
 from tpo_core.data import sample_prompts
 from tpo_core.oracle import label_best_worst
 from tpo_core.presets import NULL_ARM
+from tpo_core.progress import Progress, track
 from tpo_core.provenance import write_atomic
 from tpo_core.selection import TransferSelector
+from tpo_core.sharding import current, deal, gather, on_main
 from tpo_core.sources import best_of_n
 
 __all__ = ["METHODS", "build_candidates", "transfer_win", "collect_iteration", "make_selector", "run_method"]
@@ -88,6 +89,42 @@ def _check_inputs(documents, references, selector, sources) -> tuple[list, list]
     return documents, references
 
 
+def _collect_group(policy, documents, references, group, arms, online, *, selector, sources, gold, n_candidates,
+                   pool_size, top_k, seed, sample, progress) -> list[dict]:
+    """Alg. 3 steps 2-4 for the prompts ``group`` (their ``arms`` already chosen; ``online``: their online
+    responses, or ``None`` to sample them here), in one set of model calls: one outcome per prompt."""
+    if online is None:
+        online = dict(zip(group, policy.sample([documents[i] for i in group], n_candidates,
+                                               generator=prompt_streams(seed, group, ONLINE), **sample)))
+    cands, masks = {}, {}
+    for arm in dict.fromkeys(arms):  # each arm in order of first use
+        mine = [i for i, a in zip(group, arms) if a == arm]
+        if arm == selector.null_arm:
+            for i in mine:
+                cands[i], masks[i] = build_candidates(online[i], None, None, top_k)
+            continue
+        pools = policy.sample([documents[i] for i in mine], pool_size, **sample,
+                              generator=prompt_streams(seed, mine, POOL + selector.arms.index(arm)))
+        rep = lambda xs: [xs[i] for i in mine for _ in range(pool_size)]  # noqa: E731
+        scores = np.asarray(_score(sources[arm], rep(documents), [r for p in pools for r in p], rep(references),
+                                   progress))
+        for j, i in enumerate(mine):
+            cands[i], masks[i] = build_candidates(online[i], pools[j], scores[j * pool_size:(j + 1) * pool_size],
+                                                  top_k)
+    rep = lambda xs: [xs[i] for i in group for _ in range(n_candidates)]  # noqa: E731
+    g = np.asarray(_score(gold, rep(documents), [c for i in group for c in cands[i]], rep(references), progress))
+    g = g.reshape(len(group), n_candidates)
+    chosen, rejected, keep = label_best_worst(g)
+    out = []
+    for row, (i, arm) in enumerate(zip(group, arms)):
+        pair = ({"prompt": documents[i], "chosen": cands[i][chosen[row]], "rejected": cands[i][rejected[row]]}
+                if keep[row] else None)
+        out.append({"prompt_idx": i, "arm": arm, "win": transfer_win(g[row], masks[i]),
+                    "gold_best": float(g[row].max()), "gold_worst": float(g[row].min()),
+                    "kept": bool(keep[row]), "pair": pair})
+    return out
+
+
 def collect_iteration(policy, documents, references, *, selector, sources: dict, gold,
                       n_candidates: int, pool_size: int, top_k: int, seed: int,
                       temperature: float = 1.0, max_new_tokens: int | None = None,
@@ -100,48 +137,61 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     arm scores only what it uses) -- the human scores the candidates, and the selector is updated with
     the wins. This is exactly the authors' batched bandit, with vectorised model calls.
 
+    Random numbers are per prompt (:func:`tpo_core.common.stream_generator` of ``(seed, prompt index,
+    stream)``; one stream for the online responses, one per arm for its pool): common random numbers, so
+    two methods that hold the same policy draw the same responses for a prompt whatever arms they pick
+    elsewhere, and the number of processes changes nothing.
+
+    **Several processes** (:mod:`tpo_core.sharding`: inside ``sharded(group_size)`` or under
+    ``accelerate launch``): every process holds the same selector and selects every prompt's arm, so all
+    pick the same arms; the chunk's groups of ``group_size`` prompts are dealt round-robin, each group is
+    sampled and scored in its own model calls, and the outcomes are gathered and replayed into every
+    selector in prompt order: the pooled pulls and wins are the sums over processes (the authors'
+    all-reduce), in the single-process order, so the statistics are identical, not merely close. Model
+    calls on other batches can differ in the last float bits, so the exact reference of an ``n``-process
+    run is one process inside ``sharded`` with the same ``group_size``. Outside it, one process samples
+    all online responses in one call and each chunk in one set of calls.
+
     ``policy.sample(docs, n, temperature=, max_new_tokens=, generator=)`` draws responses;
     ``sources[arm].score(prompts, responses, references)`` and ``gold.score(...)`` score them.
-    Returns the preference pairs ``{prompt, chosen, rejected}`` (tied best/worst dropped) and one
-    record per prompt: ``prompt_idx, arm, win, gold_best, gold_worst, kept``.
+    Returns (on every process) the preference pairs ``{prompt, chosen, rejected}`` (tied best/worst
+    dropped) and one record per prompt: ``prompt_idx, arm, win, gold_best, gold_worst, kept``.
     """
     documents, references = _check_inputs(documents, references, selector, sources)
-    gen = torch.Generator().manual_seed(int(seed))
-    sample = dict(temperature=temperature, max_new_tokens=max_new_tokens, generator=gen)
-    online = policy.sample(documents, n_candidates, **sample)
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    sharding = current()
+    main = sharding is None or sharding.state.is_main_process
+    sample = dict(temperature=temperature, max_new_tokens=max_new_tokens)
+    n = len(documents)
+    online = None
+    if sharding is None:  # the online responses do not depend on the arms: one call for the iteration
+        online = dict(zip(range(n), policy.sample(documents, n_candidates, **sample,
+                                                  generator=prompt_streams(seed, range(n), ONLINE))))
+    kw = dict(selector=selector, sources=sources, gold=gold, n_candidates=n_candidates, pool_size=pool_size,
+              top_k=top_k, seed=int(seed), sample=sample, progress=progress and main)
     pairs, records = [], []
     chunk = max(1, int(getattr(selector, "update_every", 1)))
-    bar = tqdm(total=len(documents), desc="prompts", disable=not progress, leave=False)
-    for start in range(0, len(documents), chunk):
-        idx = list(range(start, min(start + chunk, len(documents))))
-        arms = [selector.select() for _ in idx]
-        cands, masks = {}, {}
-        for arm in dict.fromkeys(arms):  # each arm in order of first use
-            mine = [i for i, a in zip(idx, arms) if a == arm]
-            if arm == selector.null_arm:
-                for i in mine:
-                    cands[i], masks[i] = build_candidates(online[i], None, None, top_k)
-                continue
-            pools = policy.sample([documents[i] for i in mine], pool_size, **sample)
-            flat = [r for pool in pools for r in pool]
-            rep = lambda xs: [xs[i] for i in mine for _ in range(pool_size)]  # noqa: E731
-            scores = np.asarray(_score(sources[arm], rep(documents), flat, rep(references), progress))
-            for j, i in enumerate(mine):
-                cands[i], masks[i] = build_candidates(online[i], pools[j],
-                                                      scores[j * pool_size:(j + 1) * pool_size], top_k)
-        flat = [c for i in idx for c in cands[i]]
-        rep = lambda xs: [xs[i] for i in idx for _ in range(n_candidates)]  # noqa: E731
-        g = np.asarray(_score(gold, rep(documents), flat, rep(references), progress))
-        g = g.reshape(len(idx), n_candidates)
-        chosen, rejected, keep = label_best_worst(g)
-        for row, (i, arm) in enumerate(zip(idx, arms)):
-            win = transfer_win(g[row], masks[i])
-            selector.update(arm, win)
-            if keep[row]:
-                pairs.append({"prompt": documents[i], "chosen": cands[i][chosen[row]],
-                              "rejected": cands[i][rejected[row]]})
-            records.append({"prompt_idx": i, "arm": arm, "win": win, "gold_best": g[row].max(),
-                            "gold_worst": g[row].min(), "kept": bool(keep[row])})
+    bar = Progress(n, "prompts", disable=not (progress and main), unit="prompt")
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(start + chunk, n)))
+        arms = dict(zip(idx, [selector.select() for _ in idx]))  # the same on every process
+        size = len(idx) if sharding is None else sharding.group_size
+        local = [o for group in deal([idx[j:j + size] for j in range(0, len(idx), size)])
+                 for o in _collect_group(policy, documents, references, group, [arms[i] for i in group],
+                                         online, **kw)]
+        outcomes = sorted(gather(local), key=lambda o: o["prompt_idx"])
+        if [o["prompt_idx"] for o in outcomes] != idx:
+            raise RuntimeError(f"gathered outcomes cover prompts {[o['prompt_idx'] for o in outcomes]}, "
+                               f"expected {idx}: processes disagree on the chunk")
+        for o in outcomes:  # pooled statistics: every process's pulls and wins, in prompt order
+            if o["arm"] != arms[o["prompt_idx"]]:
+                raise RuntimeError(f"prompt {o['prompt_idx']}: a process chose {o['arm']!r}, this one "
+                                   f"{arms[o['prompt_idx']]!r} (selectors out of sync)")
+            selector.update(o["arm"], o["win"])
+            if o["pair"] is not None:
+                pairs.append(o["pair"])
+            records.append({k: o[k] for k in ("prompt_idx", "arm", "win", "gold_best", "gold_worst", "kept")})
         bar.update(len(idx))
     bar.close()
     return pairs, pd.DataFrame(records)
@@ -175,9 +225,7 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
 def _write_text(text: str, path: Path) -> None:
     """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed into place).
 
-    In a sharded run (:mod:`tpo_core.distributed`) only the main process writes, then all wait."""
-    from tpo_core.distributed import on_main
-
+    In a sharded run (:mod:`tpo_core.sharding`) only the main process writes, then all wait."""
     on_main(write_atomic, path, text)
 
 
@@ -188,8 +236,8 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     """``preset.n_iterations`` iterations of one method for one seed (Alg. 3), resumable.
 
     Iteration k samples ``preset.prompts_per_iteration`` prompts with ``default_rng([seed, k])``,
-    collects and labels them (:func:`collect_iteration`; in a sharded run, :mod:`tpo_core.distributed`'s
-    ``collect_iteration_sharded``, with the files written once by the main process), and trains with ``trainer``
+    collects and labels them (:func:`collect_iteration`, sharded over the processes of a launch, with the
+    files written once by the main process), and trains with ``trainer``
     (a :class:`tpo_core.trainer.PreferenceTrainer` wrapping ``policy.model``), which checkpoints to
     ``out_dir/iter_k``. The per-prompt records are written (atomically) before training; an iteration
     whose checkpoint and records exist is loaded, not redone, and the selector's state after it
@@ -198,17 +246,13 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     authors) unless ``carry_stats``.
     Returns ``arms`` (method, seed, iteration, arm, pulls, wins), ``records`` and ``logs`` frames.
     """
-    from tpo_core.distributed import current
-
-    sharding = current()  # None: one process, the single random stream of collect_iteration
-    collect = collect_iteration if sharding is None else sharding.collect_iteration
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     selector = make_selector(method, sources, preset, worst=worst, best=best, policy=selector_policy,
                              seed=seed)
     state_path = out_dir / "selector_state.json"
     all_records, all_logs = [], []
-    for k in range(1, preset.n_iterations + 1):
+    for k in track(range(1, preset.n_iterations + 1), f"{method} seed {seed}: iterations", disable=True):
         records_path, ckpt = out_dir / f"records_iter_{k}.csv", out_dir / f"iter_{k}"
         if ckpt.is_dir() and records_path.exists():
             trainer.load_weights(ckpt)
@@ -222,7 +266,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
                 selector.reset()
             prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, np.random.default_rng([seed, k]))
             docs = [preset.prompt_prefix + d for d in prompts.document]
-            pairs, records = collect(
+            pairs, records = collect_iteration(
                 policy, docs, list(prompts.summary), selector=selector, sources=sources, gold=gold,
                 n_candidates=preset.n_candidates, pool_size=preset.pool_size, top_k=preset.top_k,
                 seed=1000 * seed + k, temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,

@@ -214,6 +214,19 @@ class GoldReward:
                 f"autocast_bf16={self.autocast_bf16})")
 
 
+def _reward_dtype(dtype: str, device: str):
+    """``"auto"``: bf16 on a CUDA device that supports it (an 8B reward model in fp32 needs 32 GB), else fp32;
+    or ``"float32"`` / ``"bfloat16"``."""
+    import torch
+
+    if dtype == "auto":
+        dev = torch.device(device)
+        return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {dtype!r}")
+    return getattr(torch, dtype)
+
+
 class RewardModelGold:
     """``r*`` of the ``paper`` preset: a Bradley-Terry sequence-classification reward model
     (``sfairXC/FsfairX-LLaMA3-RM-v0.1``), scoring the chat ``[user: prompt, assistant: response]``.
@@ -221,13 +234,14 @@ class RewardModelGold:
     As the authors' script: the chat template is applied as text, the tokenizer's BOS
     string is removed (the tokenizer adds it again), inputs are truncated at ``max_length`` (2,048), and the
     raw logit of the single output is the score (``function_to_apply="none"``). The reference is not used.
-    ``model_path`` is a local folder, or a Hub id with ``local_files_only=False`` (GPU users).
+    ``model_path`` is a local folder, or a Hub id with ``local_files_only=False`` (GPU users). ``dtype``
+    ``"auto"`` loads the weights in bf16 on a CUDA device that supports it, in fp32 elsewhere.
     """
 
     name = "gold-reward-model"
 
     def __init__(self, model_path: str | Path, *, batch_size: int = 1, max_length: int = 2048,
-                 device: str = "cpu", local_files_only: bool = True, progress: bool = True):
+                 device: str = "cpu", dtype: str = "auto", local_files_only: bool = True, progress: bool = True):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -235,7 +249,7 @@ class RewardModelGold:
         with quiet_loading(not progress):
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=local_files_only)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                str(model_path), local_files_only=local_files_only, dtype=torch.float32)
+                str(model_path), local_files_only=local_files_only, dtype=_reward_dtype(dtype, device))
         if self.model.config.num_labels != 1:
             raise ValueError(f"{model_path} has {self.model.config.num_labels} outputs; a reward model has 1")
         if not getattr(self.tokenizer, "chat_template", None):

@@ -44,7 +44,7 @@ import torch
 from tpo_core.provenance import code_identity, record_checksums, verify_checksums
 from tpo_core.common import quiet_loading
 
-__all__ = ["PolicyConfig", "Policy", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key", "cache_folder",
+__all__ = ["PolicyConfig", "Policy", "inverse_cdf_sample", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key", "cache_folder",
            "data_sha256"]
 
 CACHE_FORMAT = 1  # bump when the cache layout or training code changes meaning
@@ -248,6 +248,38 @@ def _check_texts(documents, what: str = "documents") -> list[str]:
     return documents
 
 
+def inverse_cdf_sample(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` ``(rows, vocab)`` by inversion: the first index whose cumulative
+    probability exceeds ``u * total`` for the row's uniform ``u`` in ``[0, 1)`` (``uniforms``: ``(rows,)``).
+
+    Exactly categorical sampling (a zero-probability token is never drawn); cumulative sums in float64.
+    Returns int64 ``(rows,)``.
+    """
+    cdf = probs.double().cumsum(-1)
+    x = uniforms.double().reshape(-1, 1) * cdf[:, -1:]
+    return torch.searchsorted(cdf, x, right=True).clamp_(max=probs.shape[-1] - 1).squeeze(-1)
+
+
+def _streams(generator, n_documents: int):
+    """``None`` (greedy), one ``torch.Generator`` for all documents, or a list of one per document."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    gens = list(generator)
+    if len(gens) != n_documents or not all(isinstance(g, torch.Generator) for g in gens):
+        raise ValueError(f"generator must be a torch.Generator or a sequence of one per document "
+                         f"({n_documents}), got {len(gens)} items")
+    return gens
+
+
+def _uniforms(streams, lo: int, hi: int, n: int) -> torch.Tensor:
+    """``n`` float64 uniforms for each document ``lo..hi-1`` of the call, shape ``((hi - lo) * n,)``,
+    document-major: from the shared generator, or from each document's own."""
+    if isinstance(streams, torch.Generator):
+        return torch.rand((hi - lo) * n, generator=streams, dtype=torch.float64, device=streams.device)
+    return torch.cat([torch.rand(n, generator=g, dtype=torch.float64, device=g.device).cpu()
+                      for g in streams[lo:hi]])
+
+
 class Policy:
     """``pi_0`` (or any policy fine-tuned from it): a T5 model, its tokenizer and its :class:`PolicyConfig`.
 
@@ -284,7 +316,7 @@ class Policy:
         Differentiable when autograd is enabled (wrap in ``torch.no_grad()`` for scoring). The model's
         current train/eval mode is used as is.
         """
-        batch = self.encode(documents, responses)
+        batch = {k: v.to(self.device) for k, v in self.encode(documents, responses).items()}
         labels = batch.pop("labels")
         dec = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
         logits = self.model(**batch, decoder_input_ids=dec).logits
@@ -294,9 +326,19 @@ class Policy:
         return (tok * mask).sum(-1)
 
     # --- decoding ------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (decoding and log-probabilities run there)."""
+        return next(self.model.parameters()).device
+
+    def to(self, device) -> "Policy":
+        """Move the model to ``device`` (e.g. ``"cuda:0"``); returns ``self``."""
+        self.model.to(device)
+        return self
+
     @torch.no_grad()
     def _decode(self, documents, n: int, *, temperature: float, max_new_tokens: int | None,
-                generator: torch.Generator | None, batch_size: int) -> list[list[str]]:
+                generator, batch_size: int) -> list[list[str]]:
         documents = _check_texts(documents)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -305,47 +347,53 @@ class Policy:
             raise ValueError(f"max_new_tokens must be a positive integer, got {max_new!r}")
         if generator is not None and not (temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        streams = _streams(generator, len(documents))
+        dev = self.device
         was_training = self.model.training
         self.model.eval()
         out: list[list[str]] = []
         try:
             for start in range(0, len(documents), batch_size):
-                src = self._sources(documents[start:start + batch_size])
+                src = {k: v.to(dev) for k, v in self._sources(documents[start:start + batch_size]).items()}
                 enc = self.model.get_encoder()(**src).last_hidden_state
                 rows = enc.shape[0] * n
                 enc = enc.repeat_interleave(n, 0)
                 mask = src["attention_mask"].repeat_interleave(n, 0)
-                ids = torch.zeros(rows, 1, dtype=torch.long)  # decoder start = <pad>
-                done = torch.zeros(rows, dtype=torch.bool)
+                ids = torch.zeros(rows, 1, dtype=torch.long, device=dev)  # decoder start = <pad>
+                done = torch.zeros(rows, dtype=torch.bool, device=dev)
                 past, generated = None, []
                 for _ in range(max_new):
                     o = self.model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=ids,
                                    use_cache=True, **{_cache_kw(): past})
                     past, logits = getattr(o, _cache_kw()), o.logits[:, -1].float()
-                    if generator is None:
+                    if streams is None:
                         nxt = logits.argmax(-1)
                     else:
-                        probs = torch.softmax(logits / temperature, -1)
-                        nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+                        u = _uniforms(streams, start, start + enc.shape[0] // n, n).to(dev)
+                        nxt = inverse_cdf_sample(torch.softmax(logits / temperature, -1), u)
                     nxt = nxt.masked_fill(done, self.tokenizer.pad_token_id)
                     generated.append(nxt)
                     done |= nxt == self.tokenizer.eos_token_id
                     ids = nxt.unsqueeze(-1)
                     if bool(done.all()):
                         break
-                texts = self.tokenizer.batch_decode(torch.stack(generated, 1), skip_special_tokens=True)
+                texts = self.tokenizer.batch_decode(torch.stack(generated, 1).cpu(), skip_special_tokens=True)
                 out += [texts[i:i + n] for i in range(0, rows, n)]
         finally:
             self.model.train(was_training)
         return out
 
     def sample(self, documents: Sequence[str], n: int, *, temperature: float = 1.0,
-               max_new_tokens: int | None = None, generator: torch.Generator | None = None,
+               max_new_tokens: int | None = None, generator=None,
                seed: int | None = None, batch_size: int = 64) -> list[list[str]]:
         """``n`` responses per document, by ancestral sampling (no top-k / top-p) at ``temperature``.
 
-        Randomness comes only from ``generator`` (a ``torch.Generator``), or from a fresh one seeded with
-        ``seed``; with neither, seed 0. Same generator state, same outputs. At most ``max_new_tokens``
+        Randomness comes only from ``generator``: one ``torch.Generator`` for all documents, or a sequence
+        of them, one per document (each document's responses then depend only on its own generator and
+        the model, not on the other documents of the call: common random numbers); or from a fresh one
+        seeded with ``seed``; with neither, seed 0. Each token is drawn by inversion
+        (:func:`inverse_cdf_sample`) from one float64 uniform of the generator, on the generator's device,
+        so a run on a GPU consumes the same random numbers as on the CPU. At most ``max_new_tokens``
         tokens (default ``max_target_tokens``). Returns one list of ``n`` strings per document.
         """
         if generator is not None and seed is not None:

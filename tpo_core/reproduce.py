@@ -147,6 +147,7 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     source_path = root / "notebooks" / f"{spec.name}.md"
     if not source_path.exists():
         raise FileNotFoundError(f"notebook source {source_path} does not exist")
+    from tpo_core.progress import ENV, watch
     from tpo_core.provenance import PACKAGE, code_identity, read_json, write_atomic
 
     source = source_path.read_text()
@@ -179,6 +180,10 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
         src_nb = Path(tmp) / f"{spec.name}.ipynb"
         jupytext.write(notebook, src_nb)
         tmp_out = executed_dir / f".{spec.name}.running.ipynb"
+        report = Path(tmp) / "progress.json"  # the kernel's open bars (tpo_core.progress), shown live here
+        stop = watch(report) if progress else (lambda: None)
+        old_env = os.environ.get(ENV)
+        os.environ[ENV] = str(report)  # the kernel inherits this process's environment
         try:
             papermill.execute_notebook(str(src_nb), str(tmp_out), parameters=params,
                                        kernel_name="python3", cwd=str(root), progress_bar=progress)
@@ -189,6 +194,12 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
                 os.replace(tmp_out, failed)
                 print(f"[reproduce] {spec.name}: failed; its executed copy is {failed}", flush=True)
             raise
+        finally:
+            stop()
+            if old_env is None:
+                os.environ.pop(ENV, None)
+            else:
+                os.environ[ENV] = old_env
         os.replace(tmp_out, out_path)
     (results_dir / "failed" / f"{spec.name}.ipynb").unlink(missing_ok=True)
     seconds = time.time() - started

@@ -130,7 +130,8 @@ class BERTScore(SourceReward):
     a local model) and no idf weighting. Pairs are scored in chunks of ``chunk_size`` (one progress step each);
     within a chunk bert_score embeds each distinct sentence once, in batches of ``batch_size``.
 
-    **Empty texts.** A response (or reference) that is empty after ``str.strip()`` is not passed to bert_score
+    **Empty texts.** A response (or reference) that is empty after ``str.strip()``, or that the encoder's
+    tokenizer turns into no token at all (e.g. only characters outside its vocabulary), is not passed to bert_score
     (under transformers 5 its ``sent_encode`` crashes on ``""``: the tokenizer has no
     ``build_inputs_with_special_tokens``) and scores ``empty_score``, default 0.0: bert_score's own convention
     ("Empty candidate sentence detected; setting raw BERTscores to 0"), which lies below the F1 of nearly
@@ -180,6 +181,9 @@ class BERTScore(SourceReward):
     def _score(self, prompts, responses, references, progress):
         out = np.full(len(responses), self.empty_score, dtype=np.float64)
         idx = [i for i, (c, r) in enumerate(zip(responses, references)) if c.strip() and r.strip()]
+        tokens = self._scorer._tokenizer([responses[i] for i in idx] + [references[i] for i in idx],
+                                         add_special_tokens=False)["input_ids"] if idx else []
+        idx = [i for j, i in enumerate(idx) if tokens[j] and tokens[len(idx) + j]]  # no token: empty too
         steps = range(0, len(idx), self.chunk_size)
         if progress:
             steps = tqdm(steps, desc=self.name, unit="chunk")
@@ -257,10 +261,11 @@ class LLMLogProb(SourceReward):
         self._pad_id = next(i for i in (tokenizer.pad_token_id, self.eos_token_id, 0) if i is not None)
 
     @classmethod
-    def from_pretrained(cls, model_path: str | Path, *, gguf_file: str | None = None, dtype=None, **kwargs):
+    def from_pretrained(cls, model_path: str | Path, *, gguf_file: str | None = None, dtype=None,
+                        device: str = "cpu", **kwargs):
         """Load tokenizer and ``AutoModelForCausalLM`` from a **local** folder (``local_files_only``), in fp32
-        unless ``dtype`` says otherwise; ``gguf_file`` names a GGUF file in that folder (dequantised on load,
-        needs the ``gguf`` package). Other keyword arguments go to the constructor."""
+        unless ``dtype`` says otherwise, onto ``device``; ``gguf_file`` names a GGUF file in that folder
+        (dequantised on load, needs the ``gguf`` package). Other keyword arguments go to the constructor."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -272,7 +277,7 @@ class LLMLogProb(SourceReward):
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **extra)
             model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
                                                          dtype=dtype or torch.float32, **extra)
-        return cls(model, tok, **kwargs)
+        return cls(model.to(device), tok, **kwargs)
 
     # token ids -------------------------------------------------------------------------------------------
     def prefix_ids(self, prompt: str) -> list[int]:
@@ -406,14 +411,16 @@ class Seq2SeqLogProb(SourceReward):
 
     def __init__(self, model_path: str | Path, *, reduction: str = "sum", prefix: str = "",
                  max_source_tokens: int = 1000, max_target_tokens: int = 256, batch_size: int = 32,
-                 local_files_only: bool = True, name: str = "seq2seq-logprob", progress: bool = True):
+                 local_files_only: bool = True, name: str = "seq2seq-logprob", device: str = "cpu",
+                 progress: bool = True):
         from tpo_core.policy import Policy
 
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         check_positive_ints(batch_size=batch_size)
         self.policy = Policy.from_pretrained(model_path, max_source_tokens=max_source_tokens,
-                                             max_target_tokens=max_target_tokens, local_files_only=local_files_only)
+                                             max_target_tokens=max_target_tokens,
+                                             local_files_only=local_files_only).to(device)
         self.reduction, self.prefix, self.batch_size = reduction, prefix, int(batch_size)
         self.name, self.progress = name, bool(progress)
 
@@ -427,7 +434,7 @@ class Seq2SeqLogProb(SourceReward):
                           mininterval=2):
                 docs = [self.prefix + p for p in prompts[i:i + self.batch_size]]
                 resp = responses[i:i + self.batch_size]
-                lp = self.policy.sequence_logprobs(docs, resp).double().numpy()
+                lp = self.policy.sequence_logprobs(docs, resp).double().cpu().numpy()
                 if self.reduction == "mean":
                     n = [len(tok(r, truncation=True, max_length=self.policy.config.max_target_tokens)["input_ids"])
                          for r in resp]

@@ -41,12 +41,14 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
-from tqdm import tqdm
 
 from tpo_core import evaluation
+from tpo_core.common import EVAL, default_device, prompt_streams
 from tpo_core.data import lead_baseline, sample_prompts
 from tpo_core.empirical import METHODS, run_method, write_csv
 from tpo_core.presets import Preset, get_preset, validate
+from tpo_core.progress import track
+from tpo_core.sharding import current, deal, gather, on_main, per_device_batch
 from tpo_core.provenance import (CHECKSUMS, StaleResultError, canonical, code_identity, describe_changes,
                                  read_json, sha256_json, write_atomic)
 from tpo_core.sources import best_of_n
@@ -118,9 +120,10 @@ class Study:
         from tpo_core.policy import Policy
 
         if self.pi0_dir is not None:
-            return Policy.load(self.pi0_dir)
+            return Policy.load(self.pi0_dir).to(default_device())
         return Policy.from_pretrained(self.pi0_source, max_source_tokens=self.preset.max_input_tokens,
-                                      max_target_tokens=self.preset.max_new_tokens, local_files_only=self.pi0_local)
+                                      max_target_tokens=self.preset.max_new_tokens,
+                                      local_files_only=self.pi0_local).to(default_device())
 
     @property
     def arm_names(self) -> list[str]:
@@ -197,7 +200,7 @@ def _policy_config(preset: Preset):
 
 def build_sources(preset: Preset, *, model_paths: dict | None = None, progress: bool = False) -> dict:
     """The preset's source rewards by arm name (``preset.sources`` specs, models resolved offline)."""
-    from tpo_core.sources import make_source
+    from tpo_core.sources import make_source, source_keywords
 
     model_paths = dict(model_paths or {})
     out = {}
@@ -209,6 +212,8 @@ def build_sources(preset: Preset, *, model_paths: dict | None = None, progress: 
             if not local:
                 raise FileNotFoundError(f"source {arm!r}: {spec['model_path']!r} is not a local folder; pass "
                                         "model_paths={hub_id: local_dir} (the Hub is not reachable offline)")
+        if "device" in source_keywords(kind):  # on this process's accelerator, where there is one
+            spec.setdefault("device", default_device())
         out[arm] = make_source(kind, progress=progress, **spec)
     return out
 
@@ -218,9 +223,9 @@ def build_gold(preset: Preset, *, model_paths: dict | None = None, progress: boo
     from tpo_core.oracle import GoldReward, RewardModelGold
 
     if preset.gold == "mpnet":
-        return GoldReward(progress=progress, autocast_bf16=preset.gold_autocast_bf16)
+        return GoldReward(progress=progress, autocast_bf16=preset.gold_autocast_bf16, device=default_device())
     path, local = _resolve(preset.gold, dict(model_paths or {}))
-    return RewardModelGold(path, local_files_only=local, progress=progress)
+    return RewardModelGold(path, local_files_only=local, progress=progress, device=default_device())
 
 
 def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = "results",
@@ -359,7 +364,7 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
     gold_rival = study.gold.score(docs, rivals, refs)
     rows, detail = [], {"prompt": list(prompts.index), "pi0_gold": gold_rival}
     candidates = dict(study.sources)
-    for name in tqdm([*candidates, "gold-best-of-n"], desc="sources", disable=not progress):
+    for name in track([*candidates, "gold-best-of-n"], "sources", disable=not progress, unit="source"):
         scores = gold if name == "gold-best-of-n" else np.asarray(
             candidates[name].score(rep(docs), flat, rep(refs))).reshape(n_prompts, p.pool_size)
         top = best_of_n(scores, 1)[:, 0]
@@ -398,8 +403,7 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------ notebooks 02-03: runs
-def _preference_config(preset: Preset, run_spec: Run, seed: int):
-    from tpo_core.distributed import per_device_batch
+def preference_config(preset: Preset, run_spec: Run, seed: int):
     from tpo_core.trainer import PreferenceConfig
 
     steps = preset.epochs * math.ceil(preset.prompts_per_iteration / preset.batch_size)
@@ -434,12 +438,12 @@ def run_identity(study: Study, name: str, seed: int) -> dict:
 
 
 def _streams():
-    """How random numbers are drawn: ``None`` (one stream per call, single process) or the sharded
-    collection's per-group streams (``{"group_size": g}``, the same for any number of processes)."""
-    from tpo_core.distributed import current
-
+    """How the model calls are batched and where they run, which can change results in the last float bits
+    (the random numbers are per prompt either way): ``group_size`` ``None`` (whole chunks, single process)
+    or the sharded collection's groups (the same for any number of processes), and the device type."""
     sharding = current()
-    return None if sharding is None else {"group_size": sharding.group_size}
+    return {"group_size": None if sharding is None else sharding.group_size,
+            "device": torch.device(default_device()).type}
 
 
 def _seeds(study: Study, seeds) -> list[int]:
@@ -520,13 +524,12 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
         worst, best = choose_worst_best(study)
     out_dir = study.run_dir(name, seed)
     identity = run_identity(study, name, seed)
-    from tpo_core.distributed import on_main
 
     on_main(_claim_run_dir, out_dir, identity)  # sharded: the main process clears or claims the folder
     pol = study.new_pi0()
     # with reference="initial" the trainer keeps a frozen copy of the model as given: pi_0, since the
     # trainer is built before run_method loads any finished iteration
-    trainer = PreferenceTrainer(pol.model, pol.encode, _preference_config(study.preset, spec, seed))
+    trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(study.preset, spec, seed))
     on_main(_share_first_iteration, study, name, spec, identity, out_dir)  # sharded: the main process copies
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
                         sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
@@ -549,7 +552,7 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     seeds = _seeds(study, seeds)
     jobs = [(n, s) for n in names for s in seeds]
     frames = []
-    for n, s in tqdm(jobs, desc="runs", disable=not progress):
+    for n, s in track(jobs, "runs", disable=not progress, unit="run"):
         frames.append(run(study, n, s)["arms"])
     arms = pd.concat(frames, ignore_index=True)
     path = study.root / "arms.csv"
@@ -582,24 +585,42 @@ def records(study: Study, names, seeds=None) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------- notebook 04: evaluation
-def _gold_on_test(study: Study, policy, seed: int) -> np.ndarray:
-    """Gold reward of one response per test prompt, sampled at the preset's temperature.
+def gold_on_test(policy, documents, references, *, gold, seed: int, temperature: float,
+                 max_new_tokens: int | None) -> np.ndarray:
+    """Gold reward of one sampled response per test prompt, shape ``(len(documents),)``.
 
-    The sampling generator is seeded by ``seed`` alone, so two policies evaluated for the same seed share
-    their random numbers (common random numbers: less noise in their paired comparison).
+    Each prompt has its own random stream (:func:`tpo_core.common.stream_generator` of ``seed``, its index
+    and the ``EVAL`` stream), so two policies evaluated with the same ``seed`` share their random numbers
+    prompt by prompt (common random numbers: less noise in their paired comparison). Sharded
+    (:mod:`tpo_core.sharding`), groups of ``group_size`` prompts are dealt round-robin, each sampled and
+    scored on its own, and gathered: every process returns the whole array, the same for any number of
+    processes; one process outside ``sharded`` samples and scores all prompts in one call each.
     """
-    from tpo_core.distributed import current, gold_on_test_sharded
+    documents, references = list(documents), list(references)
+    if not documents or len(documents) != len(references):
+        raise ValueError("documents and references must be non-empty and of equal length")
+    sharding = current()
+    idx = list(range(len(documents)))
+    size = len(idx) if sharding is None else sharding.group_size
+    local = []
+    for group in deal([idx[j:j + size] for j in range(0, len(idx), size)]):
+        resp = [r[0] for r in policy.sample([documents[i] for i in group], 1, temperature=temperature,
+                                            max_new_tokens=max_new_tokens,
+                                            generator=prompt_streams(seed, group, EVAL))]
+        scores = gold.score([documents[i] for i in group], resp, [references[i] for i in group])
+        local += [(i, float(v)) for i, v in zip(group, np.asarray(scores, dtype=float))]
+    out = dict(gather(local))
+    if sorted(out) != idx:
+        raise RuntimeError("gathered evaluation does not cover every test prompt once")
+    return np.array([out[i] for i in idx], dtype=float)
 
+
+def _gold_on_test(study: Study, policy, seed: int) -> np.ndarray:
+    """:func:`gold_on_test` on the study's test prompts at the preset's sampling settings."""
     p = study.preset
-    docs = [p.prompt_prefix + d for d in study.test.document]
-    if (sharding := current()) is not None:  # prompts sharded over processes, one stream per group
-        return gold_on_test_sharded(policy, docs, list(study.test.summary), gold=study.gold, seed=10_000 + int(seed),
-                                    temperature=p.temperature, max_new_tokens=p.max_new_tokens,
-                                    group_size=sharding.group_size)
-    gen = torch.Generator().manual_seed(10_000 + int(seed))
-    responses = [r[0] for r in policy.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
-                                             generator=gen)]
-    return np.asarray(study.gold.score(docs, responses, list(study.test.summary)), dtype=float)
+    return gold_on_test(policy, [p.prompt_prefix + d for d in study.test.document], list(study.test.summary),
+                        gold=study.gold, seed=10_000 + int(seed), temperature=p.temperature,
+                        max_new_tokens=p.max_new_tokens)
 
 
 def _eval_path(study: Study, name: str, seed: int) -> Path:
@@ -679,7 +700,7 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
     """
     seeds = _seeds(study, seeds)
     frames = []
-    for s in tqdm(seeds, desc=f"evaluate {name}", disable=not progress):
+    for s in track(seeds, f"evaluate {name}", disable=not progress, unit="seed"):
         out_dir, path, key = study.run_dir(name, s), _eval_path(study, name, s), eval_key(study, s)
         done = sorted(int(d.name.split("_")[1]) for d in out_dir.glob("iter_*") if d.is_dir()
                       and d.name.split("_")[1].isdigit())

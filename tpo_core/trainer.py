@@ -20,7 +20,7 @@ Read top to bottom: :class:`PreferenceConfig` (one docstring per field, the auth
    rejected (and, for ``xpo-trl``, the reference sample) go through the model together, each prompt once
    (:func:`sequence_logprobs`). On several processes (DDP) each takes its slice of every global micro-batch of
    ``batch_size × num_processes`` pairs, loss weighted so that the update is the single-process one
-   (:func:`tpo_core.distributed.local_batches`).
+   (:func:`tpo_core.sharding.local_batches`).
 4. The checkpoint (weights, tokenizer, config JSON, per-step logs CSV) is written to a temporary directory
    and renamed to ``out_dir/iter_{k}``, so a checkpoint either exists whole or not at all. Its weights' sha256
    (``checksums.json``) is verified before every load. A non-finite loss or non-finite weights stop the
@@ -46,6 +46,8 @@ from tqdm import tqdm
 from tpo_core import losses as L
 from tpo_core.provenance import record_checksums, verify_checksums
 from tpo_core.common import quiet_loading
+from tpo_core.logprobs import make_encode, sequence_logprobs
+from tpo_core.sharding import local_batches
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_logprobs", "latest_checkpoint",
            "load_checkpoint",
@@ -124,119 +126,6 @@ class PreferenceConfig:
             raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {self.max_grad_norm!r}")
 
 
-def _pad(rows, value):
-    width = max(len(r) for r in rows)
-    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def make_encode(tokenizer, is_encoder_decoder: bool, max_prompt_tokens: int = 1000, max_response_tokens: int = 256):
-    """``encode(prompts, responses) -> {input_ids, attention_mask, labels}`` (right-padded, labels −100-masked).
-
-    Prompts are tokenized with the tokenizer's special tokens, responses without them plus EOS, separately, so
-    the prompt/response boundary never moves. Encoder-decoder: ``input_ids`` = prompt (truncated by the
-    tokenizer, keeping the start), ``labels`` = response. Causal: ``input_ids`` = prompt (last
-    ``max_prompt_tokens``) + response, ``labels`` = the same with the prompt and padding set to −100.
-    """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
-
-    def encode(prompts, responses):
-        if is_encoder_decoder:
-            p_ids = tokenizer(list(prompts), truncation=True, max_length=max_prompt_tokens)["input_ids"]
-        else:
-            p_ids = [p[-max_prompt_tokens:] for p in tokenizer(list(prompts))["input_ids"]]
-        r_ids = [r[:max_response_tokens - len(eos)] + eos
-                 for r in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
-        if is_encoder_decoder:
-            return {"input_ids": _pad(p_ids, pad), "attention_mask": _pad([[1] * len(p) for p in p_ids], 0),
-                    "labels": _pad(r_ids, -100)}
-        seqs = [p + r for p, r in zip(p_ids, r_ids)]
-        return {"input_ids": _pad(seqs, pad), "attention_mask": _pad([[1] * len(s) for s in seqs], 0),
-                "labels": _pad([[-100] * len(p) + r for p, r in zip(p_ids, r_ids)], -100)}
-
-    return encode
-
-
-def sequence_logprobs(model, batch: dict, is_encoder_decoder: bool, shared_prompts: int = 1) -> torch.Tensor:
-    """Summed log-probability of the labelled (≠ −100) tokens of each row: ``log π(y|x)``, shape ``(B,)``, fp32.
-
-    ``shared_prompts=k`` promises that the rows are k blocks repeating the same prompts (the trainer's
-    ``[chosen; rejected(; reference sample)]`` layout). The prompts then go through the model once and are
-    reused by the k responses (T5: the encoder output is repeated; causal: the responses continue from the
-    prompts' KV cache): the same log-probs for fewer FLOPs. Causal models that accept ``logits_to_keep`` build
-    LM-head logits only where a response token is predicted. DDP-wrapped models take the plain path.
-    """
-    labels, ids, mask = batch["labels"], batch["input_ids"], batch["attention_mask"]
-    base = getattr(model, "module", model)
-    k = 1 if isinstance(model, torch.nn.parallel.DistributedDataParallel) else shared_prompts
-    if is_encoder_decoder:
-        dec = ({"decoder_input_ids": base.prepare_decoder_input_ids_from_labels(labels=labels)}
-               if hasattr(base, "prepare_decoder_input_ids_from_labels") else {"labels": labels})
-        if k > 1 and hasattr(base, "get_encoder"):
-            n = ids.shape[0] // k
-            if not torch.equal(ids.view(k, n, -1), ids[:n].expand(k, -1, -1)):
-                raise ValueError("shared_prompts: the k blocks of rows do not share their prompts")
-            hidden = base.get_encoder()(input_ids=ids[:n], attention_mask=mask[:n]).last_hidden_state
-            logits = model(encoder_outputs=(hidden.repeat(k, 1, 1),), attention_mask=mask, use_cache=False, **dec)
-        else:
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **dec)
-        return _summed_logps(logits.logits, labels)
-    cache_arg = next((a for a in ("cache", "past_key_values") if _accepts(model, a)), None)  # transformers 5 / 4
-    first = (labels != -100).int().argmax(1)  # first labelled position = prompt length
-    if k > 1 and cache_arg and _accepts(model, "logits_to_keep", "position_ids") and int(first.min()) > 0:
-        return _causal_shared_prompt(model, ids, mask, labels, k, cache_arg)
-    start = int(first.min().clamp(min=1)) - 1  # first position predicting a label
-    if _accepts(model, "logits_to_keep"):
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=ids.shape[1] - start)
-        logits = logits.logits[:, :-1]
-    else:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, start:-1]
-    return _summed_logps(logits, labels[:, start + 1:])
-
-
-def _summed_logps(logits, labels):
-    logits = logits.float()
-    token_logps = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
-    return (token_logps * (labels != -100)).sum(-1)
-
-
-def _causal_shared_prompt(model, ids, mask, labels, k, cache_arg):
-    """Causal rows ``[prompt | response | pad]`` in k blocks of the same prompts: run the n prompts once
-    (left-padded, true positions), then all responses on the prompts' KV cache, with their true positions."""
-    n, width, dev = ids.shape[0] // k, ids.shape[1], ids.device
-    plen = (labels != -100).int().argmax(1)  # prompt length of each row
-    prompt_tokens = (ids * ((labels == -100) & (mask == 1))).view(k, n, width)
-    if not torch.equal(prompt_tokens, prompt_tokens[:1].expand(k, -1, -1)):
-        raise ValueError("shared_prompts: the k blocks of rows do not share their prompts")
-    p_len = plen[:n]
-    col = torch.arange(int(p_len.max()), device=dev) - (int(p_len.max()) - p_len)[:, None]  # <0: left pad
-    p_mask = (col >= 0).long()
-    out = model(input_ids=ids[:n].gather(1, col.clamp(min=0)) * p_mask, attention_mask=p_mask,
-                position_ids=col.clamp(min=0), use_cache=True, logits_to_keep=1)
-    cache = out[cache_arg]
-    cache.batch_repeat_interleave(k)  # prompt b -> rows b*k ... b*k + k-1
-    order = (torch.arange(n, device=dev)[:, None] + n * torch.arange(k, device=dev)).flatten()  # row of b*k + c
-    r_len = mask.sum(1) - plen
-    pos = (plen[:, None] + torch.arange(int(r_len.max()), device=dev))[order]  # true positions of responses
-    r_mask = (pos - plen[order, None] < r_len[order, None]).long()
-    r_ids = ids[order].gather(1, pos.clamp(max=width - 1)) * r_mask
-    r_labels = labels[order].gather(1, pos.clamp(max=width - 1)).masked_fill(r_mask == 0, -100)
-    out2 = model(input_ids=r_ids, attention_mask=torch.cat([p_mask.repeat_interleave(k, 0), r_mask], 1),
-                 position_ids=pos, use_cache=True, **{cache_arg: cache})
-    logits = torch.cat([out.logits[:, -1:].repeat_interleave(k, 0), out2.logits[:, :-1]], 1)  # token 0 from prompt
-    return _summed_logps(logits, r_labels)[torch.argsort(order)]
-
-
-def _accepts(model, *names) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(getattr(model, "module", model).forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return all(name in params for name in names)
-
-
 def load_checkpoint(model, path, *, rebuild: str | None = None) -> None:
     """Load the weights of the checkpoint folder ``path`` into ``model`` (in its dtype), after checking them
     against the folder's ``checksums.json``: :class:`tpo_core.provenance.CorruptFileError`, with ``rebuild``
@@ -303,12 +192,30 @@ class PreferenceTrainer:
         return logps, (batch["labels"] != -100).sum(-1)
 
     @torch.no_grad()
+    def _sharded_reference_logprobs(self, pairs) -> torch.Tensor:
+        """:meth:`reference_logprobs` with its blocks of ``ref_batch_size`` pairs dealt round-robin to the
+        processes and gathered: the same blocks, the same code path (the unwrapped model, so no DDP collective
+        runs in a forward that other processes may not make), hence the single-process numbers, computed once."""
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        model = acc.unwrap_model(self.ref_model if self.ref_model is not None else self.model)
+        model.eval()
+        bs = self.config.ref_batch_size
+        local = []
+        with acc.autocast():
+            for i in list(range(0, len(pairs), bs))[acc.process_index::acc.num_processes]:
+                rows = pairs[i:i + bs]
+                lp, _ = self._forward(model, rows, [r["chosen"] for r in rows] + [r["rejected"] for r in rows])
+                local.append((i, lp.view(2, -1).cpu()))
+        blocks = dict(gather_object(local))
+        return torch.cat([blocks[i] for i in range(0, len(pairs), bs)], dim=1).to(acc.device)
+
+    @torch.no_grad()
     def reference_logprobs(self, pairs) -> torch.Tensor:
         """``(2, n)`` reference log-probs of the chosen (row 0) and rejected (row 1) responses, before training."""
         if self.accelerator.num_processes > 1:  # blocks dealt to the processes, then gathered
-            from tpo_core.distributed import sharded_reference_logprobs
-
-            return sharded_reference_logprobs(self, pairs)
+            return self._sharded_reference_logprobs(pairs)
         model = self.ref_model if self.ref_model is not None else self.model
         model.eval()
         out, bs = [], self.config.ref_batch_size
@@ -321,7 +228,7 @@ class PreferenceTrainer:
 
     def _loss(self, rows, ref_c, ref_r, scale: float | None = None):
         """Loss and log statistics of a micro-batch: the mean over ``rows``, or with ``scale`` their sum times
-        ``scale`` (several processes: ``num_processes / global batch``; :func:`tpo_core.distributed.local_batches`)."""
+        ``scale`` (several processes: ``num_processes / global batch``; :func:`tpo_core.sharding.local_batches`)."""
         cfg, n = self.config, len(rows)
         responses = [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
         if cfg.loss_type == "xpo-trl":
@@ -380,7 +287,7 @@ class PreferenceTrainer:
             order = torch.randperm(len(pairs), generator=gen)
             if acc.num_processes == 1:
                 loader = acc.prepare_data_loader(torch.utils.data.DataLoader(order, batch_size=cfg.batch_size))
-            else:  # each process its slice of every global micro-batch, weighted (tpo_core.distributed)
+            else:  # each process its slice of every global micro-batch, weighted (tpo_core.sharding)
                 loader = _sharded_loader(order, cfg.batch_size, acc.num_processes, acc.process_index)
             for idx in loader:
                 scale = weight = None
@@ -462,8 +369,6 @@ def _sharded_loader(order, per_device: int, num_processes: int, process_index: i
     """This process's ``(indices, n_real, n_global)`` for every global micro-batch of ``order``, as an accelerate
     ``DataLoaderShard`` (so ``accumulate`` still syncs at the end of the epoch's last, partial group)."""
     from accelerate.data_loader import DataLoaderShard
-
-    from tpo_core.distributed import local_batches
 
     items = local_batches(order, per_device, num_processes, process_index)
     return DataLoaderShard(items, batch_size=None, collate_fn=lambda item: item)
