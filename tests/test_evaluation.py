@@ -129,3 +129,22 @@ def test_side_of_an_interval():
     assert side_of(50, 60) == "contains" and side_of(40, 50) == "contains"  # touching 50: not excluded
     assert side_of(float("nan"), float("nan")) == "no interval" and side_of(float("nan"), 60) == "no interval"
     assert side_of(0.6, 0.9, value=0.5) == "above"
+
+
+def test_ratio_of_means_ci_is_paired_and_brackets_the_ratio():
+    from tpo_core.evaluation import normal_band, ratio_of_means_ci
+
+    rng = np.random.default_rng(0)
+    b = rng.uniform(10, 20, size=12)
+    a = 0.5 * b * (1 + 0.01 * rng.standard_normal(12))  # a tracks b seed by seed
+    ratio, lo, hi = ratio_of_means_ci(a, b, np.random.default_rng(1))
+    assert ratio == pytest.approx(a.mean() / b.mean()) and lo < ratio < hi
+    assert hi - lo < 0.02  # paired: the seed-to-seed spread of b cancels
+    a_shuffled = rng.permutation(a)
+    _, lo_u, hi_u = ratio_of_means_ci(a_shuffled, b, np.random.default_rng(1))
+    assert hi_u - lo_u > 5 * (hi - lo)  # unpaired, the spread shows
+    with pytest.raises(ValueError):
+        ratio_of_means_ci(a[:1], b[:1], rng)
+    m, h = normal_band(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    np.testing.assert_allclose(m, [2.0, 3.0])
+    np.testing.assert_allclose(h, 1.96 * np.sqrt(2.0) / np.sqrt(2))

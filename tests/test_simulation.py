@@ -163,3 +163,26 @@ def test_online_ignores_the_sources():
     a = sim.simulate("online", source_mix=(0.1, 0.5, 1.0), seed=11, **SMALL)
     b = sim.simulate("online", source_mix=(), seed=11, **SMALL)
     pd.testing.assert_frame_equal(a[["t", "regret", "value"]], b[["t", "regret", "value"]])
+
+
+def test_loglog_slope_recovers_known_exponents():
+    from tpo_core.simulation import curve_steps, loglog_slope
+
+    t = curve_steps(1000)
+    assert t[0] == 1 and t[-1] == 1000 and np.all(np.diff(t) > 0)
+    curves = np.stack([3.0 * t ** 0.5, 0.2 * t, 5.0 * np.ones_like(t, dtype=float)])
+    np.testing.assert_allclose(loglog_slope(curves, t, 500, 1000), [0.5, 1.0, 0.0], atol=1e-12)
+
+
+def test_summarize_run_splits_regret_and_counts_shares():
+    from tpo_core.simulation import simulate, summarize_run
+
+    df = simulate("tpo", n_prompts=3, n_responses=4, source_mix=(0.1, 1.0), T=250, N=50, seed=2)
+    out = summarize_run(df, N=50, n_sources=2)
+    assert out["final"] == pytest.approx(df.regret.sum())
+    assert out["part_online"] + out["part_source"] + out["part_self"] == pytest.approx(out["final"])
+    assert out["late_online"] + out["late_transfer"] == pytest.approx(out["late"])
+    total = sum(out["shares"].values())
+    np.testing.assert_allclose(total, 1.0)  # every step of every block went to one policy
+    assert len(out["window_t"]) == 5 and out["curve"][-1] == pytest.approx(out["final"])
+    assert 0 <= out["lcb_ok"] <= out["lcb_n"]

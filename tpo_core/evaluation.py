@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["MIN_SEEDS_FOR_INTERVAL", "pairwise_outcomes", "t_interval", "bootstrap_ci", "probability_of_improvement",
-           "summarize_win_rate", "side_of", "as_frame", "PAPER_TABLE1"]
+           "summarize_win_rate", "side_of", "as_frame", "normal_band", "ratio_of_means_ci", "PAPER_TABLE1"]
 
 #: The paper's Table 1 (DPO; win rate % of empirical TPO, mean and 95% CI half-width over 3 seeds;
 #: paper §6.1), for display next to ours. Baselines named as in :data:`tpo_core.empirical.METHODS`:
@@ -163,3 +163,25 @@ def _check_confidence(confidence: float) -> None:
 def as_frame(rows: list[dict]) -> pd.DataFrame:
     """Rows from `summarize_win_rate` (plus identifying keys) as a DataFrame without the per-seed lists."""
     return pd.DataFrame([{k: v for k, v in r.items() if k != "per_seed"} for r in rows])
+
+
+def normal_band(x, z: float = 1.96) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over runs (axis 0) of ``x`` ``(n_runs, ...)`` and the half-width ``z · sd / sqrt(n)`` of a normal
+    interval (95% for ``z = 1.96``); zero half-width for a single run."""
+    x = np.asarray(x, dtype=float)
+    half = z * x.std(axis=0, ddof=1) / np.sqrt(len(x)) if len(x) > 1 else np.zeros_like(x[0])
+    return x.mean(axis=0), half
+
+
+def ratio_of_means_ci(a, b, rng: np.random.Generator, *, n_boot: int = 2000, confidence: float = 0.95
+                      ) -> tuple[float, float, float]:
+    """``mean(a) / mean(b)`` and its paired percentile-bootstrap interval over runs (``a[i]``, ``b[i]``:
+    the same seed), by ``scipy.stats.bootstrap``. ``a``, ``b``: ``(n_runs,)``. Returns (ratio, low, high)."""
+    _check_confidence(confidence)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"a and b must be paired 1-D arrays of at least 2 runs, got {a.shape} and {b.shape}")
+    res = stats.bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis=axis) / y.mean(axis=axis), paired=True,
+                          vectorized=True, n_resamples=n_boot, confidence_level=confidence, method="percentile",
+                          rng=rng)
+    return float(a.mean() / b.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)

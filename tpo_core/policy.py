@@ -26,7 +26,6 @@ data loads the cache instead. :class:`Policy` wraps model, tokenizer and config,
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import math
@@ -43,6 +42,7 @@ import torch
 
 from tpo_core.provenance import code_identity, record_checksums, verify_checksums
 from tpo_core.common import quiet_loading
+from tpo_core.logprobs import cache_keyword, pad, sequence_logprobs
 
 __all__ = ["PolicyConfig", "Policy", "inverse_cdf_sample", "SMOKE", "EMBEDDED", "train_sft", "read_manifest", "cache_key", "cache_folder",
            "data_sha256"]
@@ -228,17 +228,6 @@ def _threads(n: int):
         torch.set_num_threads(old)
 
 
-@functools.cache
-def _cache_kw() -> str:
-    """The KV-cache keyword of T5's forward: ``cache`` (recent transformers 5.x) or ``past_key_values``."""
-    import inspect
-
-    from transformers import T5ForConditionalGeneration
-
-    return "cache" if "cache" in inspect.signature(T5ForConditionalGeneration.forward).parameters \
-        else "past_key_values"
-
-
 def _check_texts(documents, what: str = "documents") -> list[str]:
     if isinstance(documents, str) or not isinstance(documents, Sequence):
         raise ValueError(f"{what} must be a non-empty sequence of strings")
@@ -317,13 +306,7 @@ class Policy:
         current train/eval mode is used as is.
         """
         batch = {k: v.to(self.device) for k, v in self.encode(documents, responses).items()}
-        labels = batch.pop("labels")
-        dec = self.model.prepare_decoder_input_ids_from_labels(labels=labels)
-        logits = self.model(**batch, decoder_input_ids=dec).logits
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        mask = labels != -100
-        tok = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (tok * mask).sum(-1)
+        return sequence_logprobs(self.model, batch, is_encoder_decoder=True)
 
     # --- decoding ------------------------------------------------------------------------------------
     @property
@@ -348,7 +331,7 @@ class Policy:
         if generator is not None and not (temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         streams = _streams(generator, len(documents))
-        dev = self.device
+        dev, cache_kw = self.device, cache_keyword(self.model)
         was_training = self.model.training
         self.model.eval()
         out: list[list[str]] = []
@@ -364,8 +347,8 @@ class Policy:
                 past, generated = None, []
                 for _ in range(max_new):
                     o = self.model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=ids,
-                                   use_cache=True, **{_cache_kw(): past})
-                    past, logits = getattr(o, _cache_kw()), o.logits[:, -1].float()
+                                   use_cache=True, **{cache_kw: past})
+                    past, logits = getattr(o, cache_kw), o.logits[:, -1].float()
                     if streams is None:
                         nxt = logits.argmax(-1)
                     else:
@@ -474,13 +457,6 @@ def _lr_factor(step: int, config: PolicyConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
 
 
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(map(len, seqs))), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
-
-
 def _fit(config: PolicyConfig, documents: list[str], summaries: list[str], progress: bool):
     """Train tokenizer and model from scratch; returns ``(policy, losses)``. Global RNG state is untouched."""
     from tqdm import tqdm
@@ -508,8 +484,8 @@ def _fit(config: PolicyConfig, documents: list[str], summaries: list[str], progr
                 order, pos = rng.permutation(len(src)), 0
             idx = order[pos:pos + config.batch_size]
             pos += config.batch_size
-            ids = _pad([src[i] for i in idx], tok.pad_token_id)
-            labels = _pad([tgt[i] for i in idx], -100)
+            ids = pad([src[i] for i in idx], tok.pad_token_id)
+            labels = pad([tgt[i] for i in idx], -100)
             mask = (ids != tok.pad_token_id).long()
             dec = model.prepare_decoder_input_ids_from_labels(labels=labels)  # shift right, -100 -> pad
             logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits

@@ -5,7 +5,7 @@ state when the environment variable ``TPO_CORE_PROGRESS`` names a file: the stac
 process (outermost first), each ``{desc, n, total, elapsed}``, written atomically after every update.
 ``python -m tpo_core.reproduce`` sets it for each notebook's kernel and shows that stack live under
 papermill's cell bar (:func:`watch`), with the time left of each level, so a 40-minute notebook shows
-"runs 12/40, prompts 32/64" rather than one silent cell. A leaf module (imports nothing from ``tpo_core``).
+"runs 12/40, prompts 32/64" rather than one silent cell.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+
+from tpo_core.provenance import write_atomic
 
 __all__ = ["ENV", "Progress", "track", "read_state", "watch"]
 
@@ -76,12 +78,8 @@ def _report() -> None:
     target = os.environ.get(ENV)
     if not target:
         return
-    path = Path(target)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps([b.state() for b in _STACK]))
-        os.replace(tmp, path)
+        write_atomic(target, json.dumps([b.state() for b in _STACK]))
     except OSError:  # progress is best effort: never fail a computation over it
         pass
 

@@ -4,7 +4,7 @@ Everything is tabular: ``S`` prompts, ``A`` responses; rewards and policies are 
 values and gaps are exact (``tpo_core.theory``). Only the learners see samples. Readings where the paper
 is silent:
 
-* **Policy class.** ``Pi = {pi*_r : r in [0, R]^{S x A}}`` (spec §1.3), parameterised by the reward table.
+* **Policy class.** ``Pi = {pi*_r : r in [0, R]^{S x A}}`` (paper §2, our reading: see the book page "The paper as we read it"), parameterised by the reward table.
   Every learner is a (penalised) Bradley-Terry MLE over that box, solved by L-BFGS-B from a warm start,
   and outputs ``pi*_{r_hat}``.
 * **XPO** (Xie et al. 2024, Alg. 1), the paper's ``Alg_OL``: minimise
@@ -51,13 +51,16 @@ __all__ = [
     "confidence_radii",
     "transfer_policy_selection",
     "simulate",
+    "curve_steps",
+    "summarize_run",
+    "loglog_slope",
 ]
 
 
 # --------------------------------------------------------------------------- instance
 @dataclass(frozen=True)
 class Instance:
-    """A finite KL-regularised contextual bandit with W source rewards (spec §1-2)."""
+    """A finite KL-regularised contextual bandit with W source rewards (paper §2)."""
 
     r_star: np.ndarray  # (S, A) true reward in [0, R]
     pi_ref: np.ndarray  # (S, A)
@@ -354,3 +357,55 @@ def simulate(method, *, n_prompts=10, n_responses=20, source_mix=(0.1, 0.5, 1.0)
     })
     df[["self_value", "self_lcb"]] = df[["self_value", "self_lcb"]].ffill()
     return df
+
+
+# --------------------------------------------------------------------------- summaries of a run
+def curve_steps(horizon: int) -> np.ndarray:
+    """Steps at which a run's curves are kept: 150 log- and 150 linearly spaced in ``[1, horizon]`` (unique,
+    sorted int64)."""
+    g = np.r_[np.geomspace(1, horizon, 150), np.linspace(1, horizon, 150)]
+    return np.unique(np.round(g).astype(int))
+
+
+def summarize_run(df: pd.DataFrame, *, N: int, n_sources: int) -> dict:
+    """One :func:`simulate` run (``df``, ``T`` rows) in numbers small enough to ship from a worker process.
+
+    ``curve``: cumulative regret at :func:`curve_steps`; ``final``: total regret; ``late``: regret after
+    ``T // 2``, split into ``late_online`` / ``late_transfer`` steps; ``part_online`` / ``part_source`` /
+    ``part_self``: total regret of each kind of step, with ``n_source`` / ``n_self`` steps; ``lcb_n`` /
+    ``lcb_ok``: TPS selections of the self-transfer policy made, and those whose pessimistic value was a true
+    lower bound (Lemma 4.3); ``shares``: per block of ``N`` steps, the share of steps each policy
+    (``online``, ``self``, ``source-w``) was deployed, at block midpoints ``window_t``.
+    """
+    horizon = len(df)
+    regret, t = df.regret.to_numpy(), df.t.to_numpy()
+    policy = df.policy.astype(str).to_numpy()
+    online, self_ = policy == "online", policy == "self"
+    late = t > horizon // 2
+    tps = df.loc[df.self_lcb.notna() & (policy != "online"), ["self_lcb", "self_value"]].drop_duplicates()
+    n_win = math.ceil(horizon / N)  # one window per block
+    window = (t - 1) // N
+    shares = {name: np.bincount(window[policy == name], minlength=n_win) / np.bincount(window, minlength=n_win)
+              for name in ("online", "self") + tuple(f"source-{w}" for w in range(n_sources))}
+    return dict(
+        curve=df.cum_regret.to_numpy()[curve_steps(horizon) - 1], final=regret.sum(),
+        late=regret[late].sum(), late_online=regret[late & online].sum(),
+        late_transfer=regret[late & ~online].sum(),
+        part_online=regret[online].sum(), part_source=regret[~online & ~self_].sum(),
+        part_self=regret[self_].sum(), n_source=int((~online & ~self_).sum()), n_self=int(self_.sum()),
+        lcb_n=len(tps), lcb_ok=int((tps.self_lcb <= tps.self_value + 1e-12).sum()),
+        shares=shares, window_t=np.minimum((np.arange(n_win) + 0.5) * N, horizon),
+    )
+
+
+def loglog_slope(curves, t, lo: float, hi: float) -> np.ndarray:
+    """Least-squares slope of ``log curve`` against ``log t`` over ``lo <= t <= hi``, one per row.
+
+    ``curves``: ``(n_runs, len(t))`` cumulative regrets (floored at 1e-12 before the log). Linear regret has
+    slope 1, ``sqrt(T)`` regret slope 1/2. Returns ``(n_runs,)`` (``scipy.stats.linregress`` per row)."""
+    from scipy.stats import linregress
+
+    t = np.asarray(t)
+    sel = (t >= lo) & (t <= hi)
+    x = np.log(t[sel])
+    return np.array([linregress(x, np.log(np.maximum(row[sel], 1e-12))).slope for row in np.atleast_2d(curves)])

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tpo_core.logprobs import cache_keyword, pad, token_logprobs
 from tpo_core.common import check_inputs, check_positive_ints, quiet_loading
 
 __all__ = ["SOURCE_NAMES", "SourceReward", "RougeLsum", "BERTScore", "LLMLogProb", "Seq2SeqLogProb", "make_source",
@@ -256,7 +257,7 @@ class LLMLogProb(SourceReward):
         self.name = name
         self.progress = bool(progress)
         params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
+        self._cache_kw = cache_keyword(model) or "past_key_values"  # renamed "cache" in transformers 5.x
         self._keep_kw = "logits_to_keep" in params  # compute the vocabulary projection only where needed
         self._pad_id = next(i for i in (tokenizer.pad_token_id, self.eos_token_id, 0) if i is not None)
 
@@ -307,15 +308,8 @@ class LLMLogProb(SourceReward):
         return [float(v) if k > 0 else self.empty_score for v, k in zip(vals.tolist(), n.tolist())]
 
     def _pad(self, seqs):
-        import torch
-
-        T = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), T), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), T), dtype=torch.float32)
-        for b, s in enumerate(seqs):
-            ids[b, :len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[b, :len(s)] = 1.0
-        return ids, mask
+        """Right-padded ids and a float mask, ``(B, T)`` each."""
+        return pad(seqs, self._pad_id), pad([[1] * len(q) for q in seqs], 0).float()
 
     def _score_cached(self, prefix, resps):
         import torch
@@ -323,8 +317,8 @@ class LLMLogProb(SourceReward):
         device = next(self.model.parameters()).device
         pre = torch.tensor([prefix], dtype=torch.long, device=device)
         out = self.model(input_ids=pre, use_cache=True, **({"logits_to_keep": 1} if self._keep_kw else {}))
-        cache = out.cache if self._cache_kw == "cache" else out.past_key_values
-        first = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts the first response token
+        cache = getattr(out, self._cache_kw)
+        first = out.logits[0, -1].float().log_softmax(-1)  # predicts the first response token
         scores = []
         for s in range(0, len(resps), self.batch_size):
             seqs = resps[s:s + self.batch_size]
@@ -342,7 +336,7 @@ class LLMLogProb(SourceReward):
             lp = torch.empty(ids.shape, dtype=torch.float32, device=device)
             lp[:, 0] = first[ids[:, 0]]
             if ids.shape[1] > 1:
-                lp[:, 1:] = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+                lp[:, 1:] = token_logprobs(logits[:, :-1], ids[:, 1:])
             scores += self._reduce(lp, mask)
         return scores
 
@@ -362,7 +356,7 @@ class LLMLogProb(SourceReward):
             T = ids.shape[1] - L
             keep = {"logits_to_keep": T + 1} if self._keep_kw else {}
             logits = self.model(input_ids=ids, attention_mask=mask.long(), use_cache=False, **keep).logits.float()
-            lp = torch.log_softmax(logits[:, -(T + 1):-1], -1).gather(-1, ids[:, L:, None])[..., 0]
+            lp = token_logprobs(logits[:, -(T + 1):-1], ids[:, L:])
             scores += self._reduce(lp, mask[:, L:])
         return scores
 

@@ -164,7 +164,7 @@ def coverage(pi_target, pi, rho) -> float:
 
 
 def win_rate(pi, pi_other, r, rho) -> float:
-    """P_r(pi ≻ pi_other) = E_{s~rho, a~pi, a'~pi_other}[sigmoid(r(s,a) - r(s,a'))] (Bradley-Terry, §5)."""
+    """P_r(pi ≻ pi_other) = E_{s~rho, a~pi, a'~pi_other}[sigmoid(r(s,a) - r(s,a'))] (Bradley-Terry, paper §5)."""
     pi = _check_policy(pi, "pi")
     pi_other = _check_policy(pi_other, "pi_other")
     r = _as_2d(r, "r")
