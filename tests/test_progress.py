@@ -32,9 +32,9 @@ def test_watch_shows_the_reported_bars(tmp_path, monkeypatch, capsys):
     path = tmp_path / "p.json"
     monkeypatch.setenv(G.ENV, str(path))
     stop = G.watch(path, interval=0.05)
-    with G.Progress(10, "evaluate tpo", disable=True) as bar:
+    with G.Progress(10, "evaluate tpo", disable=True, unit="seed") as bar:
         bar.update(4)
         time.sleep(0.4)
     stop()
     err = capsys.readouterr().err
-    assert "evaluate tpo" in err and "4/10" in err
+    assert "evaluate tpo" in err and "4/10" in err and "seed/s" in err

@@ -2,7 +2,7 @@
 
 :class:`Progress` is a ``tqdm`` bar (shown where the code runs, e.g. in the notebook) that also reports its
 state when the environment variable ``TPO_CORE_PROGRESS`` names a file: the stack of the bars open in this
-process (outermost first), each ``{desc, n, total, elapsed}``, written atomically after every update.
+process (outermost first), each ``{desc, n, total, unit, elapsed}``, written atomically after every update.
 ``python -m tpo_core.reproduce`` sets it for each notebook's kernel and shows that stack live under
 papermill's cell bar (:func:`watch`), with the time left of each level, so a 40-minute notebook shows
 "runs 12/40, prompts 32/64" rather than one silent cell.
@@ -35,7 +35,7 @@ class Progress:
     so the terminal of ``reproduce`` shows steps whose notebook bars are switched off."""
 
     def __init__(self, total: int | None, desc: str, *, disable: bool = False, unit: str = "it", leave: bool = False):
-        self.desc, self.total, self.n = str(desc), (None if total is None else int(total)), 0
+        self.desc, self.total, self.n, self.unit = str(desc), (None if total is None else int(total)), 0, str(unit)
         self.started = time.monotonic()
         self.bar = tqdm(total=total, desc=desc, disable=disable, unit=unit, leave=leave)
         _STACK.append(self)
@@ -59,7 +59,7 @@ class Progress:
         self.close()
 
     def state(self) -> dict:
-        return {"desc": self.desc, "n": self.n, "total": self.total,
+        return {"desc": self.desc, "n": self.n, "total": self.total, "unit": self.unit,
                 "elapsed": round(time.monotonic() - self.started, 3)}
 
 
@@ -108,7 +108,7 @@ def watch(path: str | Path, *, interval: float = 1.0, position: int = 1):
                 desc, fresh = f"  {s.get('desc')}", level == len(bars)
                 if fresh:  # smoothing 0: the rate (and time left) is the average since the step began
                     bars.append(tqdm(total=s.get("total"), desc=desc, position=position + level, leave=False,
-                                     smoothing=0))
+                                     smoothing=0, unit=str(s.get("unit", "it"))))
                 bar = bars[level]
                 if bar.desc != desc or bar.total != s.get("total") or s.get("n", 0) < bar.n:
                     bar.reset(total=s.get("total"))

@@ -53,6 +53,19 @@ __all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_log
            "load_checkpoint",
            "LOG_COLUMNS"]
 
+#: The columns of ``logs.csv`` (one row per ``log_every`` optimiser steps; each value is the mean over the
+#: micro-batches since the last row, averaged over processes), as TRL documents its DPO metrics:
+#:
+#: * ``iteration``, ``epoch``, ``step``: where in training (``step`` counts optimiser steps, from 1).
+#: * ``loss``: the preference loss of :mod:`tpo_core.losses` (DPO, IPO or XPO), mean over pairs.
+#: * ``chosen_reward`` / ``rejected_reward``: the implicit rewards ``β·(log π_θ(y|x) − log π_ref(y|x))`` of
+#:   the chosen / rejected responses (TRL's ``rewards/chosen`` and ``rewards/rejected``).
+#: * ``margin``: ``chosen_reward − rejected_reward`` (TRL's ``rewards/margins``).
+#: * ``accuracy``: the share of pairs with ``chosen_reward > rejected_reward`` (TRL's ``rewards/accuracies``).
+#: * ``implicit_kl``: ``½·[(log π_θ − log π_ref)(chosen) + (log π_θ − log π_ref)(rejected)]``, mean over
+#:   pairs: the log-ratio averaged over *both* responses of a pair, a sample estimate of how far the policy
+#:   has moved from the reference on the training pairs (in nats per response, without β).
+#: * ``lr``: the learning rate of the step; ``seconds``: wall-clock seconds per optimiser step.
 LOG_COLUMNS = ("iteration", "epoch", "step", "loss", "chosen_reward", "rejected_reward", "margin", "accuracy",
                "implicit_kl", "lr", "seconds")
 
