@@ -66,7 +66,9 @@ def test_a_changed_library_recomputes(smoke, monkeypatch, capsys):
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
     before = S.run_identity(smoke, "no-transfer", seed)
-    monkeypatch.setattr(S, "code_identity", lambda *a, **k: "edited")
+    from tpo_core import runs
+
+    monkeypatch.setattr(runs, "code_identity", lambda *a, **k: "edited")
     assert S.run_identity(smoke, "no-transfer", seed)["code"] == "edited" != before["code"]
     with pytest.raises(StaleResultError, match="code"):
         S.evaluate_run(smoke, "no-transfer", [seed])
@@ -117,13 +119,14 @@ def test_corrupt_or_truncated_checkpoints_are_clear_errors(smoke, tmp_path):
 
 def test_corrupt_pi0_cache_is_a_clear_error(smoke, tmp_path):
     from tpo_core.data import load_debian
-    from tpo_core.policy import SMOKE, cache_folder, data_sha256, train_sft
+    from tpo_core.policy import SMOKE
+    from tpo_core.sft import cache_folder, data_sha256, train_sft
 
     sft = load_debian("sft").iloc[:200]
     train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)
     folder = cache_folder(tmp_path, SMOKE, data_sha256(sft))
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["code"] == provenance.code_identity("policy")
+    assert manifest["code"] == provenance.code_identity("sft")
     _flip(folder / "model.safetensors")
     with pytest.raises(CorruptFileError, match=f"Delete {folder}"):
         train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)

@@ -137,10 +137,11 @@ class LengthGold:
 @pytest.fixture(scope="module")
 def smoke_setup(tmp_path_factory):
     from tpo_core import policy as P
+    from tpo_core import sft as F
     from tpo_core.sources import make_source
 
     df = load_debian("sft").iloc[:64]
-    pol = P.train_sft(P.SMOKE, df, cache_dir=tmp_path_factory.mktemp("pi0"), progress=False)
+    pol = F.train_sft(P.SMOKE, df, cache_dir=tmp_path_factory.mktemp("pi0"), progress=False)
     return pol, df, {"rougeLsum": make_source("rougeLsum")}
 
 

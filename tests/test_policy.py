@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tpo_core import policy as P
+from tpo_core import sft as F
 from tpo_core.data import load_debian
 
 
@@ -18,32 +19,32 @@ def train_df():
 @pytest.fixture(scope="module")
 def trained(train_df, tmp_path_factory):
     cache = tmp_path_factory.mktemp("pi0cache")
-    return P.train_sft(P.SMOKE, train_df, cache_dir=cache, progress=False), cache
+    return F.train_sft(P.SMOKE, train_df, cache_dir=cache, progress=False), cache
 
 
 def test_smoke_trains_and_loss_decreases(trained, train_df):
     pol, cache = trained
-    manifest = P.read_manifest(cache, P.SMOKE, train_df)
+    manifest = F.read_manifest(cache, P.SMOKE, train_df)
     curve = manifest["loss_curve"]
     assert curve[-1] < curve[0] - 0.5
-    assert manifest["data_sha256"] == P.data_sha256(train_df) and manifest["train_wall_s"] < 30
-    assert [p.name for p in cache.iterdir()] == [f"smoke-{P.cache_key(P.SMOKE, P.data_sha256(train_df))}"]
+    assert manifest["data_sha256"] == F.data_sha256(train_df) and manifest["train_wall_s"] < 30
+    assert [p.name for p in cache.iterdir()] == [f"smoke-{F.cache_key(P.SMOKE, F.data_sha256(train_df))}"]
 
 
 def test_cache_reuse_and_invalidation(trained, train_df, monkeypatch):
     pol, cache = trained
     calls = []
-    real_fit = P._fit
-    monkeypatch.setattr(P, "_fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
-    again = P.train_sft(P.SMOKE, train_df, cache_dir=cache, progress=False)
+    real_fit = F._fit
+    monkeypatch.setattr(F, "_fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    again = F.train_sft(P.SMOKE, train_df, cache_dir=cache, progress=False)
     assert calls == []  # loaded, not trained
     docs, resp = list(train_df.document[:3]), list(train_df.summary[:3])
     with torch.no_grad():
         assert torch.equal(again.sequence_logprobs(docs, resp), pol.sequence_logprobs(docs, resp))
-    P.train_sft(replace(P.SMOKE, steps=2), train_df, cache_dir=cache, progress=False)  # config change
+    F.train_sft(replace(P.SMOKE, steps=2), train_df, cache_dir=cache, progress=False)  # config change
     changed = train_df.copy()
     changed.loc[0, "summary"] += " x"
-    P.train_sft(replace(P.SMOKE, steps=2), changed, cache_dir=cache, progress=False)  # data change
+    F.train_sft(replace(P.SMOKE, steps=2), changed, cache_dir=cache, progress=False)  # data change
     assert len(calls) == 2
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 3
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
@@ -55,7 +56,7 @@ def test_interrupted_training_leaves_no_cache(train_df, tmp_path, monkeypatch):
 
     monkeypatch.setattr(P.Policy, "save", boom)
     with pytest.raises(KeyboardInterrupt):
-        P.train_sft(replace(P.SMOKE, steps=2), train_df, cache_dir=tmp_path, progress=False)
+        F.train_sft(replace(P.SMOKE, steps=2), train_df, cache_dir=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -113,7 +114,7 @@ def test_bad_input(trained, train_df):
     with pytest.raises(ValueError):
         pol.sequence_logprobs(["a", "b"], ["x"])
     with pytest.raises(ValueError):
-        P.train_sft(P.SMOKE, pd.DataFrame({"document": []}), cache_dir="/nonexistent")
+        F.train_sft(P.SMOKE, pd.DataFrame({"document": []}), cache_dir="/nonexistent")
     with pytest.raises(ValueError):
         replace(P.SMOKE, d_model=30, num_heads=4)
 
@@ -125,8 +126,8 @@ def test_minilm_embedding_init(train_df):
         assets.minilm_path()
     except (FileNotFoundError, ValueError) as exc:
         pytest.skip(f"all-MiniLM-L6-v2 not available: {exc}")
-    tok = P._train_tokenizer(P.SMOKE, list(train_df.document) + list(train_df.summary))
-    emb = P._minilm_embeddings(tok, 32, torch.Generator().manual_seed(0))
+    tok = F._train_tokenizer(P.SMOKE, list(train_df.document) + list(train_df.summary))
+    emb = F._minilm_embeddings(tok, 32, torch.Generator().manual_seed(0))
     assert emb.shape == (len(tok), 32) and torch.isfinite(emb).all()
     pairs = [tok.convert_tokens_to_ids([w, w.capitalize()]) for w in ("▁library", "▁python", "▁the")]
     pairs = [p for p in pairs if tok.unk_token_id not in p]

@@ -252,7 +252,9 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
                                   tpo_eval[tpo_eval.iteration == 1].reset_index(drop=True))
     pol = smoke.new_pi0()
     pol.model.load_state_dict(type(pol.model).from_pretrained(smoke.run_dir("tpo-carried", seed) / "iter_1").state_dict())
-    np.testing.assert_array_equal(S._gold_on_test(smoke, pol, seed), carried[carried.iteration == 1].gold.to_numpy())
+    from tpo_core import table1 as T
+
+    np.testing.assert_array_equal(T._gold_on_test(smoke, pol, seed), carried[carried.iteration == 1].gold.to_numpy())
     calls.clear()
     S.evaluate_run(smoke, "tpo-thompson", [seed])  # its own first iteration: evaluated, not shared
     assert len(calls) == smoke.preset.n_iterations

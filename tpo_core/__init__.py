@@ -15,7 +15,13 @@ Modules, one paper concept each:
 * :mod:`tpo_core.trainer`    the preference trainer (accelerate; T5 and causal models)
 * :mod:`tpo_core.empirical`  empirical TPO (Alg. 3): candidates, win signal, iterations
 * :mod:`tpo_core.evaluation` win rates with t-intervals, bootstrap and probability of improvement
-* :mod:`tpo_core.study`      the language-model study of a preset end to end (notebooks 01-04)
+* :mod:`tpo_core.logprobs`   response log-probabilities for encoder-decoder and causal models
+* :mod:`tpo_core.sharding`   which process does what under ``accelerate launch``
+* :mod:`tpo_core.loading`    a preset's data, pi_0, sources and human (:func:`~tpo_core.loading.load_study`)
+* :mod:`tpo_core.source_measurement` how good each source is (notebook 01)
+* :mod:`tpo_core.runs`       the runs of each method and ablation, resumable and keyed (notebooks 02-03)
+* :mod:`tpo_core.table1`     evaluation of checkpoints and the Table 1 win rates (notebook 04)
+* :mod:`tpo_core.study`      one import for the four above (what the notebooks use)
 * :mod:`tpo_core.provenance` what made a cached result: identities, code hashes, checksummed weights
 * :mod:`tpo_core.bench`      the trainer's speed against TRL's DPOTrainer
 * :mod:`tpo_core.reproduce`  runs the notebooks with papermill and builds the book

@@ -1,0 +1,228 @@
+"""The runs of the study (notebooks 02-03; paper Alg. 3): a *run* is a method plus its settings, the paper's
+four methods and the ablations of :data:`RUNS`. :func:`run` trains one run for one seed, resumably, in
+``results/<preset>/runs/<run>/seed_<s>/``, whose ``identity.json`` records what made it
+(:func:`run_identity`); a change of settings or code recomputes it, naming what changed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tpo_core.empirical import run_method, write_csv
+from tpo_core.presets import Preset
+from tpo_core.progress import track
+from tpo_core.sharding import on_main, per_device_batch
+from tpo_core.provenance import StaleResultError, canonical, code_identity, describe_changes, read_json, write_atomic
+
+from tpo_core.loading import Study, batching_identity, check_seeds
+from tpo_core.source_measurement import choose_worst_best
+
+__all__ = ["RUNS", "Run", "preference_config", "run_identity", "run", "run_all", "check_run", "training_logs", "records"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One method with its settings: the unit that gets seeds, checkpoints and an evaluation."""
+
+    method: str
+    """One of :data:`tpo_core.empirical.METHODS`."""
+    reference: str = "previous"
+    """``"previous"``: π_ref = the iterate entering the iteration (the authors); ``"initial"``: π_0."""
+    selector: str = "paper-ucb"
+    """TPO's arm selector (:class:`tpo_core.selection.TransferSelector` policy)."""
+    carry_stats: bool = False
+    """Keep the selector's statistics across iterations (the authors reset them)."""
+
+
+#: The paper's four methods and the ablations beyond it, by run name.
+RUNS: dict[str, Run] = {
+    "tpo": Run("tpo"),
+    "no-transfer": Run("no-transfer"),
+    "exploit-worst": Run("exploit-worst"),
+    "exploit-best": Run("exploit-best"),
+    "tpo-ref-initial": Run("tpo", reference="initial"),
+    "tpo-thompson": Run("tpo", selector="thompson"),
+    "tpo-carried": Run("tpo", carry_stats=True),
+}
+
+
+def preference_config(preset: Preset, run_spec: Run, seed: int):
+    from tpo_core.trainer import PreferenceConfig
+
+    steps = preset.epochs * math.ceil(preset.prompts_per_iteration / preset.batch_size)
+    return PreferenceConfig(loss_type="dpo", beta=preset.beta, lr=preset.learning_rate, epochs=preset.epochs,
+                            batch_size=per_device_batch(preset.batch_size), grad_accum=1, reference=run_spec.reference,
+                            warmup_steps=max(1, round(0.2 * steps)), seed=seed,
+                            max_prompt_tokens=preset.max_input_tokens, max_response_tokens=preset.max_new_tokens + 1,
+                            progress=False)
+
+
+#: Preset fields that do not change what iteration k of a run computes (labels, the evaluation's size, the
+#: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms).
+_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "n_iterations", "sources",
+                             "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source"})
+
+
+def run_identity(study: Study, name: str, seed: int) -> dict:
+    """What run ``name`` for ``seed`` is computed from: its spec and seed, the preset fields a run reads, the
+    arms' source specs (and the exploited arm), π_0's weights, the online prompts, the human, and the code
+    (:func:`tpo_core.provenance.code_identity`). Recorded in the run folder's ``identity.json``."""
+    spec = _run_spec(name)
+    exploited = None
+    if spec.method in ("exploit-worst", "exploit-best"):
+        worst, best = choose_worst_best(study)
+        exploited = worst if spec.method == "exploit-worst" else best
+    p = study.preset
+    return {"run": asdict(spec), "seed": int(seed),
+            "preset": {k: v for k, v in p.to_dict().items() if k not in _NOT_RUN_FIELDS},
+            "arms": {a: p.sources[a] for a in study.arm_names}, "exploited": exploited,
+            "pi0": study.pi0_identity, "online": study.data_identity.get("online"), "gold": study.gold_identity,
+            "streams": batching_identity(), "code": code_identity("runs")}
+
+
+def _run_spec(name: str) -> Run:
+    if name not in RUNS:
+        raise ValueError(f"unknown run {name!r}; choose one of {sorted(RUNS)}")
+    return RUNS[name]
+
+
+def _claim_run_dir(out_dir: Path, identity: dict) -> None:
+    """Make ``out_dir`` hold results of ``identity`` only: a folder made with other settings or code is emptied
+    (saying what changed) before ``identity.json`` is written, so nothing stale is ever resumed."""
+    import shutil
+
+    path = out_dir / "identity.json"
+    recorded = read_json(path)
+    if recorded == canonical(identity):
+        return
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        why = (describe_changes(recorded, identity) if isinstance(recorded, dict)
+               else "it has no identity.json (an older version of tpo_core, or an interrupted start)")
+        print(f"[tpo_core] {out_dir} was made from other settings or code ({why}): removed, recomputing",
+              flush=True)
+        shutil.rmtree(out_dir)
+    write_atomic(path, json.dumps(canonical(identity), indent=1, sort_keys=True) + "\n")
+
+
+def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, out_dir: Path) -> None:
+    """Reuse TPO's finished iteration 1 for a variant whose iteration 1 is the same computation.
+
+    With ``reference="initial"`` the reference of iteration 1 is π_0, which is also the previous iterate;
+    with ``carry_stats`` nothing is carried into iteration 1. Same seed, same prompts, same selector: the
+    first iteration is TPO's own, so its checkpoint, records and selector state are copied, not recomputed
+    -- only when TPO's run folder was made from the same identity (but for the run spec).
+    """
+    import shutil
+
+    base = RUNS["tpo"]
+    if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector:
+        return
+    src = study.run_dir("tpo", identity["seed"])
+    if read_json(src / "identity.json") != canonical({**identity, "run": asdict(base)}):
+        return
+    files = [src / "iter_1", src / "records_iter_1.csv", src / "selector_state_iter_1.json"]
+    if (out_dir / "iter_1").exists() or not all(f.exists() for f in files):
+        return
+    shutil.copy2(files[1], out_dir / files[1].name)
+    shutil.copy2(files[2], out_dir / files[2].name)
+    tmp = out_dir / ".iter_1.copy"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(files[0], tmp)
+    os.replace(tmp, out_dir / "iter_1")  # the checkpoint appears last, whole
+
+
+def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[str, pd.DataFrame]:
+    """All iterations of run ``name`` (:data:`RUNS`) for ``seed``; resumes from its checkpoints.
+
+    Resumes only a run folder made from the same :func:`run_identity`; one made from other settings or
+    code is recomputed from scratch (a message names the fields that changed).
+    """
+    from tpo_core.trainer import PreferenceTrainer
+
+    spec = _run_spec(name)
+    check_seeds(study, [seed])
+    if not study.arms:
+        raise ValueError("this study was loaded without its sources (sources='none'); load it with 'arms'")
+    worst = best = None
+    if spec.method in ("exploit-worst", "exploit-best"):
+        worst, best = choose_worst_best(study)
+    out_dir = study.run_dir(name, seed)
+    identity = run_identity(study, name, seed)
+
+    on_main(_claim_run_dir, out_dir, identity)  # sharded: the main process clears or claims the folder
+    pol = study.new_pi0()
+    # with reference="initial" the trainer keeps a frozen copy of the model as given: pi_0, since the
+    # trainer is built before run_method loads any finished iteration
+    trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(study.preset, spec, seed))
+    on_main(_share_first_iteration, study, name, spec, identity, out_dir)  # sharded: the main process copies
+    result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
+                        sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
+                        best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
+                        progress=progress)
+    result["arms"]["method"] = name
+    write_csv(result["arms"], out_dir / "arms.csv")
+    return result
+
+
+def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.DataFrame:
+    """:func:`run` for every run name and seed (default: the preset's seeds); merges ``arms.csv``.
+
+    ``results/<preset>/arms.csv`` keeps the rows of runs not in ``names`` (notebooks 02 and 03 each add
+    theirs). Returns this call's arms rows.
+    """
+    names = list(names)
+    for n in names:
+        _run_spec(n)
+    seeds = check_seeds(study, seeds)
+    jobs = [(n, s) for n in names for s in seeds]
+    frames = []
+    for n, s in track(jobs, "runs", disable=not progress, unit="run"):
+        frames.append(run(study, n, s)["arms"])
+    arms = pd.concat(frames, ignore_index=True)
+    path = study.root / "arms.csv"
+    old = pd.read_csv(path, dtype={"arm": str}) if path.exists() else None
+    if old is not None:
+        old = old[~old.method.isin(names)]
+        arms_all = pd.concat([old, arms], ignore_index=True)
+    else:
+        arms_all = arms
+    write_csv(arms_all[["method", "seed", "iteration", "arm", "pulls", "wins"]], path)
+    return arms[["method", "seed", "iteration", "arm", "pulls", "wins"]]
+
+
+def _gather(study: Study, names, seeds, pattern: str, **read_kw) -> pd.DataFrame:
+    """Concatenate the CSV files matching ``pattern`` in each run's folder, with method and seed columns."""
+    seeds = list(study.preset.seeds if seeds is None else seeds)
+    frames = [pd.read_csv(f, **read_kw).assign(method=n, seed=s)
+              for n in names for s in seeds for f in sorted(study.run_dir(n, s).glob(pattern))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def training_logs(study: Study, names, seeds=None) -> pd.DataFrame:
+    """The per-step trainer logs of every finished iteration (method and seed columns added)."""
+    return _gather(study, names, seeds, "iter_*/logs.csv")
+
+
+def records(study: Study, names, seeds=None) -> pd.DataFrame:
+    """The per-prompt records (arm, win, gold of the best and worst candidate) of every finished iteration."""
+    return _gather(study, names, seeds, "records_iter_*.csv", dtype={"arm": str})
+
+
+# ------------------------------------------------------------------------------- notebook 04: evaluation
+
+
+def check_run(study: Study, name: str, seed: int) -> None:
+    """Raise :class:`~tpo_core.provenance.StaleResultError` unless the folder of run ``name``/``seed`` was made
+    from this study's :func:`run_identity` (the message names what changed and how to recompute)."""
+    out_dir = study.run_dir(name, seed)
+    recorded, wanted = read_json(out_dir / "identity.json"), run_identity(study, name, seed)
+    if recorded != canonical(wanted):
+        why = (describe_changes(recorded, wanted) if isinstance(recorded, dict)
+               else "it has no identity.json (made by an older version of tpo_core)")
+        raise StaleResultError(f"run {name!r} seed {seed} in {out_dir} was trained from other settings or code "
+                               f"({why}); rerun it first (tpo_core.study.run, notebooks 02-03)")

@@ -1,0 +1,143 @@
+"""How good each imperfect source is (notebook 01; paper §6): π_0's quality against a lead baseline, each
+source's per-prompt Spearman with r*, the value under r* of its Best-of-N policy and that policy's win rate
+against π_0 (:func:`measure_sources`), and the worst and best source the exploit baselines use."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from tpo_core import evaluation
+from tpo_core.data import lead_baseline, sample_prompts
+from tpo_core.empirical import write_csv
+from tpo_core.progress import track
+from tpo_core.provenance import code_identity, sha256_json
+from tpo_core.sources import best_of_n
+
+from tpo_core.loading import Study
+
+__all__ = ["pi0_quality", "measure_sources", "choose_worst_best"]
+
+
+def pi0_quality(study: Study, *, n_docs: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """ROUGE-L F1 (rouge-score, stemmed) and r* of π_0 (greedy and sampled) and the lead-8 baseline.
+
+    On the first ``n_docs`` test prompts (default all of ``study.test``): is π_0 writing
+    document-specific synopses, and how far is it from the trivial lead-8-words baseline?
+    """
+    from rouge_score import rouge_scorer
+
+    p = study.preset
+    test = study.test if n_docs is None else study.test.iloc[:n_docs]
+    docs, refs = [p.prompt_prefix + d for d in test.document], list(test.summary)
+    pol = study.new_pi0()
+    systems = {
+        "pi_0 greedy": pol.greedy(docs, max_new_tokens=p.max_new_tokens),
+        "pi_0 sampled": [r[0] for r in pol.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                                                  generator=torch.Generator().manual_seed(seed))],
+        "lead-8": [lead_baseline(d) for d in test.document],
+    }
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rows = []
+    for name, outs in systems.items():
+        rouge = [scorer.score(r, o)["rougeL"].fmeasure for r, o in zip(refs, outs)]
+        gold = study.gold.score(docs, outs, refs)
+        rows.append({"system": name, "rouge_l": float(np.mean(rouge)), "gold": float(np.mean(gold)),
+                     "distinct": len(set(outs)) / len(outs), "n_docs": len(outs), "example": outs[0]})
+    return pd.DataFrame(rows)
+
+
+def _mean_spearman(source: np.ndarray, gold: np.ndarray) -> tuple[float, int]:
+    """Mean over prompts of the Spearman correlation between a source and r* (constant prompts skipped)."""
+    rhos = []
+    for s, g in zip(source, gold):
+        if np.ptp(s) > 0 and np.ptp(g) > 0:
+            rhos.append(stats.spearmanr(s, g).statistic)
+    return (float(np.mean(rhos)) if rhos else float("nan")), len(rhos)
+
+
+def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progress: bool = False
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each source's quality, measured as the paper ranks them (notebook 01); cached in ``sources.csv``.
+
+    On ``n_prompts`` online prompts, π_0 draws a pool of ``preset.pool_size`` responses and one more
+    response (the π_0 competitor). Per source: the mean per-prompt Spearman correlation with r* over the
+    pool; the value under r* of its Best-of-N policy (the mean r* of its top-1 response); and that policy's
+    win rate against π_0 (ties 1/2). π_0's own value (``value_gold`` of the row ``pi_0``) and an oracle
+    Best-of-N under r* itself (``gold-best-of-n``, an upper bound) are added for reference.
+    Returns (sources frame, per-prompt frame).
+    """
+    path = study.root / "sources.csv"
+    detail_path = study.root / "source_prompts.csv"
+    p = study.preset
+    if not isinstance(n_prompts, numbers.Integral) or isinstance(n_prompts, bool) or not 2 <= n_prompts <= len(study.online):
+        raise ValueError(f"n_prompts must be an integer in [2, {len(study.online)}], got {n_prompts!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    key = sha256_json({"n_prompts": n_prompts, "seed": seed, "sources": {a: p.sources[a] for a in study.sources},
+                       **{f: getattr(p, f) for f in ("pool_size", "temperature", "max_new_tokens", "prompt_prefix")},
+                       "pi0": study.pi0_identity, "data": study.data_identity, "gold": study.gold_identity,
+                       "code": code_identity("source_measurement")})[:16]
+    if path.exists() and detail_path.exists():
+        df = pd.read_csv(path)
+        detail = pd.read_csv(detail_path)
+        if "key" in df and (df["key"] == key).all() and "key" in detail and (detail["key"] == key).all():
+            return df.drop(columns="key"), detail.drop(columns="key")
+        print(f"[tpo_core] {path}: measured with other settings or code, measuring again", flush=True)
+    prompts = sample_prompts(study.online, n_prompts, np.random.default_rng([seed, 1]))
+    docs = [p.prompt_prefix + d for d in prompts.document]
+    refs = list(prompts.summary)
+    pol = study.new_pi0()
+    gen = torch.Generator().manual_seed(seed)
+    pools = pol.sample(docs, p.pool_size, temperature=p.temperature, max_new_tokens=p.max_new_tokens, generator=gen)
+    rivals = [r[0] for r in pol.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                                       generator=gen)]
+    rep = lambda xs: [x for x in xs for _ in range(p.pool_size)]  # noqa: E731
+    flat = [r for pool in pools for r in pool]
+    gold = study.gold.score(rep(docs), flat, rep(refs)).reshape(n_prompts, p.pool_size)
+    gold_rival = study.gold.score(docs, rivals, refs)
+    rows, detail = [], {"prompt": list(prompts.index), "pi0_gold": gold_rival}
+    candidates = dict(study.sources)
+    for name in track([*candidates, "gold-best-of-n"], "sources", disable=not progress, unit="source"):
+        scores = gold if name == "gold-best-of-n" else np.asarray(
+            candidates[name].score(rep(docs), flat, rep(refs))).reshape(n_prompts, p.pool_size)
+        top = best_of_n(scores, 1)[:, 0]
+        value = gold[np.arange(n_prompts), top]
+        rho, n_ok = _mean_spearman(scores, gold)
+        rows.append({"source": name, "spearman_gold": rho, "value_gold": float(value.mean()),
+                     "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(value, gold_rival).mean()),
+                     "n_prompts": n_prompts, "n_prompts_spearman": n_ok})
+        detail[f"{name}_gold"] = value
+    lead = study.gold.score(docs, [lead_baseline(d) for d in prompts.document], refs)
+    detail["lead8_gold"] = lead
+    rows.append({"source": "pi_0", "spearman_gold": float("nan"), "value_gold": float(gold_rival.mean()),
+                 "win_rate_vs_pi0": 0.5, "n_prompts": n_prompts, "n_prompts_spearman": 0})
+    rows.append({"source": "lead-8", "spearman_gold": float("nan"), "value_gold": float(lead.mean()),
+                 "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(lead, gold_rival).mean()),
+                 "n_prompts": n_prompts, "n_prompts_spearman": 0})
+    df = pd.DataFrame(rows)
+    write_csv(pd.DataFrame(detail).assign(key=key), detail_path)
+    write_csv(df.assign(key=key), path)
+    return df, pd.DataFrame(detail)
+
+
+def choose_worst_best(study: Study) -> tuple[str, str]:
+    """The arms of exploit-worst and exploit-best: the preset's, or the lowest/highest measured value."""
+    p = study.preset
+    if p.worst_source is not None and p.best_source is not None:
+        return p.worst_source, p.best_source
+    path = study.root / "sources.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run notebook 01 (measure_sources) first")
+    df = pd.read_csv(path)
+    df = df[df.source.isin(study.arm_names)].sort_values("value_gold")
+    if df.empty:
+        raise ValueError(f"{path} measures none of the preset's arms {study.arm_names}")
+    return p.worst_source or df.source.iloc[0], p.best_source or df.source.iloc[-1]
+
+
+# ------------------------------------------------------------------------------ notebooks 02-03: runs
