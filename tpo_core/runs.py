@@ -213,9 +213,6 @@ def records(study: Study, names, seeds=None) -> pd.DataFrame:
     return _gather(study, names, seeds, "records_iter_*.csv", dtype={"arm": str})
 
 
-# ------------------------------------------------------------------------------- notebook 04: evaluation
-
-
 def check_run(study: Study, name: str, seed: int) -> None:
     """Raise :class:`~tpo_core.provenance.StaleResultError` unless the folder of run ``name``/``seed`` was made
     from this study's :func:`run_identity` (the message names what changed and how to recompute)."""

@@ -138,6 +138,3 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
     if df.empty:
         raise ValueError(f"{path} measures none of the preset's arms {study.arm_names}")
     return p.worst_source or df.source.iloc[0], p.best_source or df.source.iloc[-1]
-
-
-# ------------------------------------------------------------------------------ notebooks 02-03: runs

@@ -341,8 +341,6 @@ class LLMLogProb(SourceReward):
         return scores
 
     def _score_full(self, prefix, resps):
-        import torch
-
         device = next(self.model.parameters()).device
         L = len(prefix)
         scores = []
