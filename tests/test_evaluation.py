@@ -148,3 +148,19 @@ def test_ratio_of_means_ci_is_paired_and_brackets_the_ratio():
     m, h = normal_band(np.array([[1.0, 2.0], [3.0, 4.0]]))
     np.testing.assert_allclose(m, [2.0, 3.0])
     np.testing.assert_allclose(h, 1.96 * np.sqrt(2.0) / np.sqrt(2))
+
+
+def test_several_samples_per_prompt_compare_all_pairs():
+    """With m responses per prompt, a prompt's outcome is the mean over all m_a × m_b comparisons (ties ½),
+    checked against a brute-force count; one sample per prompt is the plain comparison."""
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 4, size=(2, 5, 3)).astype(float)  # small integers: many ties
+    b = rng.integers(0, 4, size=(2, 5, 2)).astype(float)
+    out = ev.pairwise_outcomes(a, b)
+    brute = np.array([[np.mean([1.0 if x > y else 0.5 if x == y else 0.0 for x in a[s, p] for y in b[s, p]])
+                       for p in range(5)] for s in range(2)])
+    np.testing.assert_array_equal(out, brute)
+    np.testing.assert_array_equal(ev.pairwise_outcomes(a[:, :, :1], b[:, :, :1]),
+                                  ev.pairwise_outcomes(a[:, :, 0], b[:, :, 0]))
+    r = ev.summarize_win_rate(a, b, np.random.default_rng(0), n_boot=100)
+    assert r["n_prompts"] == 5 and r["win_rate_mean"] == pytest.approx(100 * brute.mean())

@@ -113,6 +113,17 @@ def test_runs_evaluation_and_table1(smoke):
     shutil.rmtree(smoke.root / "eval" / "pi_0")
     pd.testing.assert_frame_equal(pi0, S.evaluate_pi0(smoke, p.seeds))
 
+    # two sampled responses per test prompt: the same runs (eval_samples is not part of a run's identity),
+    # evaluated again (other evaluation key), twice the rows; all pairs compared, a policy against itself 50%
+    two = S.load_study("smoke", results_root=smoke.root.parent, eval_samples=2)
+    e2 = S.evaluate_run(two, "tpo")
+    assert len(e2) == 2 * len(evals["tpo"]) and set(e2["sample"]) == {0, 1}
+    assert set(e2.eval_key).isdisjoint(set(evals["tpo"].eval_key))
+    t2 = S.table1(two, {"tpo": e2, "no-transfer": S.evaluate_run(two, "no-transfer")}, baselines=["no-transfer"],
+                  n_boot=20)
+    assert len(t2) == p.n_iterations and (t2.n_prompts == p.n_test_prompts).all()
+    assert np.allclose(S.table1(two, {"tpo": e2, "same": e2}, baselines=["same"], n_boot=20).win_rate_mean, 50.0)
+
 
 def test_a_rerun_is_loaded_not_retrained(smoke, monkeypatch):
     S.measure_sources(smoke, n_prompts=6, seed=0)
@@ -254,7 +265,7 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     pol.model.load_state_dict(type(pol.model).from_pretrained(smoke.run_dir("tpo-carried", seed) / "iter_1").state_dict())
     from tpo_core import table1 as T
 
-    np.testing.assert_array_equal(T._gold_on_test(smoke, pol, seed), carried[carried.iteration == 1].gold.to_numpy())
+    np.testing.assert_array_equal(T._gold_on_test(smoke, pol, seed).ravel(), carried[carried.iteration == 1].gold.to_numpy())
     calls.clear()
     S.evaluate_run(smoke, "tpo-thompson", [seed])  # its own first iteration: evaluated, not shared
     assert len(calls) == smoke.preset.n_iterations

@@ -34,27 +34,39 @@ PAPER_TABLE1 = pd.DataFrame(
     columns=["baseline", "iteration", "paper_win_rate", "paper_ci_halfwidth"])
 
 
-def _as_2d(x, name: str) -> np.ndarray:
+def _as_gold(x, name: str) -> np.ndarray:
+    """Gold rewards as ``(n_seeds, n_prompts, n_samples)``: from (n_prompts,), (n_seeds, n_prompts) or
+    (n_seeds, n_prompts, n_samples) (several sampled responses per prompt)."""
     x = np.asarray(x, dtype=float)
     if x.ndim == 1:
         x = x[None, :]
-    if x.ndim != 2 or x.size == 0:
-        raise ValueError(f"{name} must be a non-empty array of shape (n_seeds, n_prompts), got {x.shape}")
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.ndim != 3 or x.size == 0:
+        raise ValueError(f"{name} must be a non-empty array of shape (n_seeds, n_prompts[, n_samples]), "
+                         f"got {x.shape}")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
 
 
-def pairwise_outcomes(gold_a, gold_b) -> np.ndarray:
-    """1 where A's response has the higher gold reward, 0 where B's does, 1/2 on ties.
+def _as_2d(x, name: str) -> np.ndarray:
+    """Gold rewards per seed and prompt, ``(n_seeds, n_prompts)``: the mean over a prompt's samples."""
+    return _as_gold(x, name).mean(axis=2)
 
-    ``gold_a`` and ``gold_b`` have shape (n_prompts,) or (n_seeds, n_prompts) and are paired
-    element-wise (same seed, same prompt).
+
+def pairwise_outcomes(gold_a, gold_b) -> np.ndarray:
+    """1 where A's response has the higher gold reward, 0 where B's does, 1/2 on ties; shape (n_seeds, n_prompts).
+
+    ``gold_a`` and ``gold_b`` have shape (n_prompts,), (n_seeds, n_prompts) or (n_seeds, n_prompts,
+    n_samples) and are paired by seed and prompt. With several sampled responses per prompt, every response
+    of A is compared with every response of B and the prompt's outcome is the mean over the
+    ``n_samples_a × n_samples_b`` pairs (ties ½).
     """
-    a, b = _as_2d(gold_a, "gold_a"), _as_2d(gold_b, "gold_b")
-    if a.shape != b.shape:
-        raise ValueError(f"gold_a and gold_b must be paired: shapes {a.shape} and {b.shape} differ")
-    return 0.5 * (1.0 + np.sign(a - b))
+    a, b = _as_gold(gold_a, "gold_a"), _as_gold(gold_b, "gold_b")
+    if a.shape[:2] != b.shape[:2]:
+        raise ValueError(f"gold_a and gold_b must be paired: shapes {a.shape[:2]} and {b.shape[:2]} differ")
+    return (0.5 * (1.0 + np.sign(a[:, :, :, None] - b[:, :, None, :]))).mean(axis=(2, 3))
 
 
 #: Fewest seeds for which :func:`t_interval` reports an interval. With 2 the t-interval rests on a single
@@ -130,10 +142,11 @@ def summarize_win_rate(gold_a, gold_b, rng: np.random.Generator, *, confidence: 
                        n_boot: int = 2000) -> dict:
     """Everything Table 1 reports for A against B, win rates in percent.
 
-    ``gold_a`` and ``gold_b``: gold rewards of shape (n_seeds, n_prompts), paired by seed and prompt.
+    ``gold_a`` and ``gold_b``: gold rewards of shape (n_seeds, n_prompts) or (n_seeds, n_prompts, n_samples),
+    paired by seed and prompt (:func:`pairwise_outcomes`).
     """
+    out = pairwise_outcomes(gold_a, gold_b)
     a, b = _as_2d(gold_a, "gold_a"), _as_2d(gold_b, "gold_b")
-    out = pairwise_outcomes(a, b)
     per_seed = out.mean(axis=1)
     mean, lo, hi = t_interval(per_seed, confidence, bounds=(0.0, 1.0))
     b_lo, b_hi = bootstrap_ci(out, rng, n_boot=n_boot, confidence=confidence)

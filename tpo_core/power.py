@@ -146,13 +146,14 @@ def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
 
 def cell_statistics(gold_a, gold_b) -> dict:
     """What a Table 1 cell needs beyond its win rate, from gold rewards of shape ``(n_seeds, n_prompts)``
-    paired by seed and prompt: the variance split of the per-seed win rates (percentage points), the
+    paired by seed and prompt (or ``(n_seeds, n_prompts, n_samples)``, several responses per prompt): the variance split of the per-seed win rates (percentage points), the
     t-test p-value against 50%, and the paired mean difference in r* (A − B) with its 95% t-interval across
     seeds (a continuous statistic, with more power than the win rate)."""
     from tpo_core.evaluation import pairwise_outcomes, t_interval
 
-    a, b = np.asarray(gold_a, dtype=float), np.asarray(gold_b, dtype=float)
-    out = pairwise_outcomes(a, b)
+    out = pairwise_outcomes(gold_a, gold_b)
+    a, b = (np.asarray(x, dtype=float) for x in (gold_a, gold_b))
+    a, b = (x.mean(axis=2) if x.ndim == 3 else x for x in (a, b))  # a prompt's mean over its samples
     split = variance_split(out) if out.shape[0] >= 2 and out.shape[1] >= 2 else {
         "sd_between": float("nan"), "sd_eval": float("nan"), "sd_train": float("nan")}
     diff = (np.atleast_2d(a) - np.atleast_2d(b)).mean(axis=1)

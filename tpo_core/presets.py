@@ -83,6 +83,10 @@ class Preset:
     """Uniformly random arm choices at the start of each iteration (paper: 200)."""
     n_test_prompts: int = 500
     """Held-out prompts for the win-rate evaluation (paper: 10,000 XSum test prompts)."""
+    eval_samples: int = 1
+    """Sampled responses per test prompt and policy in the evaluation; all pairs of two policies' responses
+    are compared, ties ½ (:func:`tpo_core.evaluation.pairwise_outcomes`). 1: the paper's protocol as we
+    read it; more samples lower the evaluation noise of a Table 1 cell."""
     gold_autocast_bf16: bool | str = False
     """Run the mpnet human under bf16 autocast (``GoldReward(autocast_bf16=...)``): ``True``, ``False`` or
     ``"auto"`` (``embedded``): on when the CPU computes bf16 natively (:func:`tpo_core.oracle.native_bf16`).
@@ -203,7 +207,7 @@ def get_preset(name: str, **overrides) -> Preset:
 
 _INTS = {"prompts_per_iteration": 1, "n_candidates": 2, "pool_size": 1, "top_k": 1, "n_iterations": 1,
          "max_input_tokens": 1, "max_new_tokens": 1, "epochs": 1, "batch_size": 1, "update_every": 1,
-         "warmup": 0, "n_test_prompts": 1}
+         "warmup": 0, "n_test_prompts": 1, "eval_samples": 1}
 """Integer fields and their smallest allowed value."""
 _POSITIVE = ("temperature", "beta", "learning_rate")
 """Real fields that must be finite and > 0."""

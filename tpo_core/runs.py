@@ -64,7 +64,7 @@ def preference_config(preset: Preset, run_spec: Run, seed: int):
 
 #: Preset fields that do not change what iteration k of a run computes (labels, the evaluation's size, the
 #: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms).
-_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "n_iterations", "sources",
+_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "eval_samples", "n_iterations", "sources",
                              "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source"})
 
 

@@ -23,8 +23,8 @@ __all__ = ["gold_on_test", "eval_key", "evaluate_pi0", "evaluate_run", "table1",
 
 
 def gold_on_test(policy, documents, references, *, gold, seed: int, temperature: float,
-                 max_new_tokens: int | None) -> np.ndarray:
-    """Gold reward of one sampled response per test prompt, shape ``(len(documents),)``.
+                 max_new_tokens: int | None, n_samples: int = 1) -> np.ndarray:
+    """Gold reward of ``n_samples`` sampled responses per test prompt, shape ``(len(documents), n_samples)``.
 
     Each prompt has its own random stream (:func:`tpo_core.common.stream_generator` of ``seed``, its index
     and the ``EVAL`` stream), so two policies evaluated with the same ``seed`` share their random numbers
@@ -41,15 +41,15 @@ def gold_on_test(policy, documents, references, *, gold, seed: int, temperature:
     size = len(idx) if sharding is None else sharding.group_size
     local = []
     for group in deal([idx[j:j + size] for j in range(0, len(idx), size)]):
-        resp = [r[0] for r in policy.sample([documents[i] for i in group], 1, temperature=temperature,
-                                            max_new_tokens=max_new_tokens,
-                                            generator=prompt_streams(seed, group, EVAL))]
-        scores = gold.score([documents[i] for i in group], resp, [references[i] for i in group])
-        local += [(i, float(v)) for i, v in zip(group, np.asarray(scores, dtype=float))]
+        resp = policy.sample([documents[i] for i in group], n_samples, temperature=temperature,
+                             max_new_tokens=max_new_tokens, generator=prompt_streams(seed, group, EVAL))
+        rep = lambda xs: [xs[i] for i in group for _ in range(n_samples)]  # noqa: E731
+        scores = np.asarray(gold.score(rep(documents), [r for rs in resp for r in rs], rep(references)), dtype=float)
+        local += [(i, row.tolist()) for i, row in zip(group, scores.reshape(len(group), n_samples))]
     out = dict(gather(local))
     if sorted(out) != idx:
         raise RuntimeError("gathered evaluation does not cover every test prompt once")
-    return np.array([out[i] for i in idx], dtype=float)
+    return np.array([out[i] for i in idx], dtype=float).reshape(len(idx), n_samples)
 
 
 def _gold_on_test(study: Study, policy, seed: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def _gold_on_test(study: Study, policy, seed: int) -> np.ndarray:
     p = study.preset
     return gold_on_test(policy, [p.prompt_prefix + d for d in study.test.document], list(study.test.summary),
                         gold=study.gold, seed=10_000 + int(seed), temperature=p.temperature,
-                        max_new_tokens=p.max_new_tokens)
+                        max_new_tokens=p.max_new_tokens, n_samples=p.eval_samples)
 
 
 def _eval_path(study: Study, name: str, seed: int) -> Path:
@@ -68,7 +68,8 @@ def eval_key(study: Study, seed: int) -> str:
     """Key of the evaluation settings for ``seed``: test prompts, sampling, human and code (16 hex digits)."""
     p = study.preset
     return sha256_json({"test": study.data_identity.get("test"), "temperature": p.temperature,
-                        "max_new_tokens": p.max_new_tokens, "seed": int(seed), "gold": study.gold_identity,
+                        "max_new_tokens": p.max_new_tokens, "samples": p.eval_samples, "seed": int(seed),
+                        "gold": study.gold_identity,
                         "streams": batching_identity(), "code": code_identity("table1")})[:16]
 
 
@@ -94,18 +95,20 @@ def _cached_rows(old: pd.DataFrame | None, iteration: int, checkpoint: str | Non
 
 
 def _evaluate(study: Study, policy, seed: int, iteration: int, checkpoint: str, key: str) -> pd.DataFrame:
-    g = _gold_on_test(study, policy, seed)
-    return pd.DataFrame({"seed": seed, "iteration": iteration, "prompt": np.arange(len(g)), "gold": g,
-                         "checkpoint": checkpoint, "eval_key": key})
+    g = _gold_on_test(study, policy, seed)  # (n_prompts, n_samples)
+    n, m = g.shape
+    return pd.DataFrame({"seed": seed, "iteration": iteration, "prompt": np.repeat(np.arange(n), m),
+                         "sample": np.tile(np.arange(m), n), "gold": g.ravel(), "checkpoint": checkpoint,
+                         "eval_key": key})
 
 
 def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
-    """π_0's test gold rewards for each evaluation seed, cached (columns seed, iteration 0, prompt, gold,
+    """π_0's test gold rewards for each evaluation seed, cached (columns seed, iteration 0, prompt, sample, gold,
     checkpoint, eval_key); recomputed when π_0 or the evaluation settings change."""
     frames, ck = [], sha256_json(study.pi0_identity)[:16]
     for s in seeds:
         path, key = _eval_path(study, "pi_0", s), eval_key(study, s)
-        rows = _cached_rows(_read_eval(path), 0, ck, key, len(study.test))
+        rows = _cached_rows(_read_eval(path), 0, ck, key, len(study.test) * study.preset.eval_samples)
         if rows is None:
             rows = _evaluate(study, study.new_pi0(), s, 0, ck, key)
             write_csv(rows, path)
@@ -114,7 +117,7 @@ def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
 
 
 def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False) -> pd.DataFrame:
-    """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, gold,
+    """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, sample, gold,
     checkpoint, eval_key).
 
     The run must have been trained from this study's settings (:func:`check_run`). Cached per seed in
@@ -137,9 +140,9 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
         rows, pol = [], None
         for k in done:
             ck = _checkpoint_id(out_dir / f"iter_{k}")
-            got = _cached_rows(old, k, ck, key, len(study.test))
+            got = _cached_rows(old, k, ck, key, len(study.test) * study.preset.eval_samples)
             if got is None:
-                got = _cached_rows(tpo, k, ck, key, len(study.test))
+                got = _cached_rows(tpo, k, ck, key, len(study.test) * study.preset.eval_samples)
             if got is None:
                 from tpo_core.trainer import load_checkpoint
 
@@ -158,14 +161,14 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
 
 
 def _matrix(df: pd.DataFrame, iteration: int, seeds) -> np.ndarray:
-    """Gold rewards of one iteration as (n_seeds, n_prompts), seeds in ``seeds`` order."""
+    """Gold rewards of one iteration as (n_seeds, n_prompts, n_samples), seeds in ``seeds`` order."""
     sub = df[df.iteration == iteration]
     rows = []
     for s in seeds:
-        g = sub[sub.seed == s].sort_values("prompt").gold.to_numpy()
-        if g.size == 0:
+        d = sub[sub.seed == s].sort_values(["prompt", "sample"] if "sample" in sub else "prompt")
+        if d.empty:
             raise ValueError(f"no evaluation for seed {s} at iteration {iteration}: run that seed first")
-        rows.append(g)
+        rows.append(d.gold.to_numpy().reshape(d.prompt.nunique(), -1))
     return np.stack(rows)
 
 
