@@ -176,8 +176,7 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     for start in range(0, n, chunk):
         idx = list(range(start, min(start + chunk, n)))
         arms = dict(zip(idx, [selector.select() for _ in idx]))  # the same on every process
-        size = len(idx) if sharding is None else sharding.group_size
-        local = [o for group in deal([idx[j:j + size] for j in range(0, len(idx), size)])
+        local = [o for group in deal(idx)
                  for o in _collect_group(policy, documents, references, group, [arms[i] for i in group],
                                          online, **kw)]
         outcomes = sorted(gather(local), key=lambda o: o["prompt_idx"])

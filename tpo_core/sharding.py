@@ -9,7 +9,7 @@ is :mod:`tpo_core.distributed`.
 
 * :func:`current` says whether this process is sharded: inside a :func:`sharded` block (any number of
   processes, one included: the exact reference of a multi-process run) or in a multi-process launch.
-* :func:`deal` and :func:`gather` split a list of work items round-robin over the processes and gather the
+* :func:`deal` and :func:`gather` split prompt indices into groups dealt round-robin over the processes and gather the
   results on all of them; :func:`on_main` runs a write once, on the main process, then waits.
 * :func:`per_device_batch` and :func:`local_batches` keep the training batch *global*: independent of the
   number of processes.
@@ -99,12 +99,15 @@ def on_main(fn, *args, **kwargs):
     return out
 
 
-def deal(items: list) -> list:
-    """This process's share of ``items``, dealt round-robin (all of them when not sharded)."""
-    if current() is None:
-        return list(items)
-    state = process_state()
-    return list(items)[state.process_index::state.num_processes]
+def deal(indices: list) -> list[list]:
+    """This process's groups of ``indices`` (each group runs in one set of model calls): all of them as one
+    group when not sharded, else consecutive groups of the sharding's ``group_size``, dealt round-robin."""
+    sharding, indices = current(), list(indices)
+    if sharding is None:
+        return [indices] if indices else []
+    size, state = sharding.group_size, process_state()
+    groups = [indices[j:j + size] for j in range(0, len(indices), size)]
+    return groups[state.process_index::state.num_processes]
 
 
 def gather(local: list) -> list:

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tpo_core.logprobs import cache_keyword, pad, token_logprobs
+from tpo_core.logprobs import accepts, cache_keyword, pad, token_logprobs
 from tpo_core.common import check_inputs, check_positive_ints, quiet_loading
 
 __all__ = ["SOURCE_NAMES", "SourceReward", "RougeLsum", "BERTScore", "LLMLogProb", "Seq2SeqLogProb", "make_source",
@@ -256,9 +256,8 @@ class LLMLogProb(SourceReward):
         self.empty_score = float(empty_score)
         self.name = name
         self.progress = bool(progress)
-        params = inspect.signature(model.forward).parameters
         self._cache_kw = cache_keyword(model) or "past_key_values"  # renamed "cache" in transformers 5.x
-        self._keep_kw = "logits_to_keep" in params  # compute the vocabulary projection only where needed
+        self._keep_kw = accepts(model, "logits_to_keep")  # compute the vocabulary projection only where needed
         self._pad_id = next(i for i in (tokenizer.pad_token_id, self.eos_token_id, 0) if i is not None)
 
     @classmethod

@@ -13,7 +13,7 @@ from tpo_core import evaluation
 from tpo_core.common import EVAL, prompt_streams
 from tpo_core.empirical import METHODS, write_csv
 from tpo_core.progress import track
-from tpo_core.sharding import current, deal, gather
+from tpo_core.sharding import deal, gather
 from tpo_core.provenance import CHECKSUMS, code_identity, read_json, sha256_json
 
 from tpo_core.loading import Study, batching_identity, check_seeds
@@ -36,11 +36,9 @@ def gold_on_test(policy, documents, references, *, gold, seed: int, temperature:
     documents, references = list(documents), list(references)
     if not documents or len(documents) != len(references):
         raise ValueError("documents and references must be non-empty and of equal length")
-    sharding = current()
     idx = list(range(len(documents)))
-    size = len(idx) if sharding is None else sharding.group_size
     local = []
-    for group in deal([idx[j:j + size] for j in range(0, len(idx), size)]):
+    for group in deal(idx):
         resp = policy.sample([documents[i] for i in group], n_samples, temperature=temperature,
                              max_new_tokens=max_new_tokens, generator=prompt_streams(seed, group, EVAL))
         rep = lambda xs: [xs[i] for i in group for _ in range(n_samples)]  # noqa: E731
