@@ -161,7 +161,7 @@ def test_result_files_read_back_with_plain_pandas(smoke):
 
 
 def test_cache_root_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
-    from tpo_core.assets import cache_root
+    from tpo_core.common import cache_root
 
     (tmp_path / "f").write_text("x")
     monkeypatch.setenv("TPO_CORE_CACHE", str(tmp_path / "f"))
@@ -249,3 +249,31 @@ def test_a_notebook_reruns_when_the_library_or_an_upstream_result_changes(tmp_pa
     monkeypatch.setattr(provenance, "code_identity", lambda *a, **k: real(*a, **k) + "-edited")
     third = reproduce.run_notebook(spec, **kw)
     assert not third.get("skipped") and third["library_code"].endswith("-edited")
+
+
+def test_publish_dir_makes_a_folder_appear_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out" / "model"
+    with provenance.publish_dir(target) as work:
+        assert work.parent == target.parent and not target.exists()
+        (work / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one" and sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+    with pytest.raises(KeyboardInterrupt):  # an interrupted build: the old folder stays, nothing is left over
+        with provenance.publish_dir(target) as work:
+            (work / "a.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert (target / "a.txt").read_text() == "one" and sorted(p.name for p in target.parent.iterdir()) == ["model"]
+
+    with provenance.publish_dir(target, replace=False) as work:  # first writer wins: ours is discarded
+        (work / "a.txt").write_text("two")
+    assert (target / "a.txt").read_text() == "one"
+    with provenance.publish_dir(target) as work:  # replace=True: the new folder replaces the old, whole
+        (work / "b.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+    (tmp_path / "out" / ".model.tmp-killed").mkdir()  # left by a SIGKILL
+    (tmp_path / "out" / ".other.tmp-x").mkdir()  # another target's build: not touched
+    with provenance.publish_dir(target, clear_leftovers=True):
+        pass
+    assert sorted(p.name for p in target.parent.iterdir()) == [".other.tmp-x", "model"]
+    assert list(target.iterdir()) == []

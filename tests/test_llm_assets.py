@@ -1,4 +1,4 @@
-"""Tests for the pretrained-LLM sources: :func:`tpo_core.assets.ensure_llm` and ``make_source("llm-logprob",
+"""Tests for the pretrained-LLM sources: :func:`tpo_core.llm_assets.ensure_llm` and ``make_source("llm-logprob",
 asset=...)``.
 
 The asset pipeline (locating the package files, joining and hashing the GGUF, the atomic cache with its manifest,
@@ -22,7 +22,7 @@ import zipfile  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tpo_core import assets  # noqa: E402
+from tpo_core import llm_assets as assets, wheel_parts  # noqa: E402
 from tpo_core.sources import LLM_ASSET_DEFAULTS, LLMLogProb, make_source  # noqa: E402
 
 from test_sources import build_tiny_llama  # noqa: E402  (tests/test_sources.py)
@@ -155,7 +155,7 @@ def test_ensure_llm_checksum_mismatch_raises_before_conversion(tmp_path, monkeyp
 
 
 def test_ensure_llm_missing_packages_give_the_pip_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(assets, "_installed_part", lambda dist, filename: None)
+    monkeypatch.setattr(wheel_parts, "installed_part", lambda dist, filename: None)
     monkeypatch.setattr(assets, "_convert_gguf", _no_convert)
     for name, n in (("qwen05", 6), ("smollm2", 1)):
         target = tmp_path / name
@@ -183,7 +183,7 @@ def test_ensure_llm_missing_packages_give_the_pip_command(tmp_path, monkeypatch)
 def test_make_source_asset_wiring(tmp_path, monkeypatch):
     """The asset spec loads the converted folder with the chat defaults (a tiny stand-in for the real LLMs)."""
     _, parts, calls = _fake_llm(tmp_path, monkeypatch, name="tiny-chat")
-    monkeypatch.setattr(assets, "_installed_part", lambda dist, filename: parts / filename)
+    monkeypatch.setattr(wheel_parts, "installed_part", lambda dist, filename: parts / filename)
     monkeypatch.setenv("TPO_CORE_CACHE", str(tmp_path / "root"))
     spec = {"kind": "llm-logprob", "asset": "tiny-chat"}
     kind = spec.pop("kind")

@@ -19,7 +19,8 @@ import zipfile  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tpo_core import assets  # noqa: E402
+from tpo_core import assets, common, wheel_parts  # noqa: E402
+from tpo_core.provenance import verify_dir  # noqa: E402
 from tpo_core.sources import (SOURCE_NAMES, BERTScore, LLMLogProb, RougeLsum, best_of_n,  # noqa: E402
                               make_source)
 
@@ -305,7 +306,7 @@ def test_split_zip_from_wheels_and_force_rebuild(tmp_path):
     (cache / "config.json").write_text("tampered")
     assert assets.ensure_split_zip(asset, cache, parts_dir=wheels, verify=False) == cache
     assets.ensure_split_zip(asset, cache, parts_dir=wheels, force=True)
-    assert assets.verify_dir(cache, asset.manifest) == []
+    assert verify_dir(cache, asset.manifest) == []
 
 
 def test_split_zip_missing_and_corrupt_parts(tmp_path):
@@ -344,14 +345,14 @@ def test_mpnet_missing_parts_message_and_corrupt_cache(tmp_path):
 def test_minilm_checksum_and_missing(minilm, tmp_path, monkeypatch):
     copy = tmp_path / "minilm"
     shutil.copytree(minilm, copy)
-    assert assets.verify_dir(copy, assets.MINILM_SHA256) == []
+    assert verify_dir(copy, assets.MINILM_SHA256) == []
     with open(copy / "model.safetensors", "r+b") as f:
         f.seek(1000)
         byte = f.read(1)
         f.seek(1000)
         f.write(bytes([byte[0] ^ 1]))
     (copy / "vocab.txt").unlink()
-    problems = assets.verify_dir(copy, assets.MINILM_SHA256)
+    problems = verify_dir(copy, assets.MINILM_SHA256)
     assert len(problems) == 2 and any("model.safetensors: sha256" in p for p in problems)
     assert any("vocab.txt: missing" in p for p in problems)
     monkeypatch.setattr(assets.importlib.util, "find_spec", lambda name: None)
@@ -360,13 +361,13 @@ def test_minilm_checksum_and_missing(minilm, tmp_path, monkeypatch):
 
 
 def test_mpnet_installed_parts_lookup(tmp_path, monkeypatch):
-    found = [assets._installed_part(d, f) for d, f, _ in assets.MPNET.parts]
+    found = [wheel_parts.installed_part(d, f) for d, f, _ in assets.MPNET.parts]
     if all(p is not None for p in found):  # parts installed with --no-deps: each file is located
         assert [p.name for p in found] == [f"all-mpnet-base-v2.zip.{i:03d}" for i in range(1, 6)]
-    monkeypatch.setattr(assets, "_installed_part", lambda dist, filename: None)
+    monkeypatch.setattr(wheel_parts, "installed_part", lambda dist, filename: None)
     with pytest.raises(assets.AssetMissingError, match="not installed in this environment(.|\n)*--no-deps"):
         assets.ensure_mpnet(tmp_path / "mpnet")
     monkeypatch.setenv("TPO_CORE_CACHE", str(tmp_path / "root"))
-    assert assets.cache_root() == tmp_path / "root"
+    assert common.cache_root() == tmp_path / "root"
     with pytest.raises(assets.AssetMissingError, match=str(tmp_path / "root" / "all-mpnet-base-v2")):
         assets.ensure_mpnet()

@@ -232,7 +232,9 @@ def test_checkpoints_skip_finished_and_redo_interrupted_iterations(tok, tmp_path
     with pytest.raises(KeyboardInterrupt):
         first.train_iteration(pairs[1], out, 1)
     monkeypatch.undo()
-    assert latest_checkpoint(out)[0] == 0 and list(out.glob(".iter_1.tmp*"))
+    assert latest_checkpoint(out)[0] == 0 and not (out / "iter_1").exists() and not list(out.glob(".iter_1.tmp*"))
+    (out / ".iter_1.tmp-killed").mkdir()  # what a SIGKILL during the save leaves behind
+    (out / ".iter_1.tmp-killed" / "model.safetensors").write_bytes(b"half")
 
     # a new process: fresh random model, resume, call every iteration again
     resumed = PreferenceTrainer(tiny_model("t5", tok, seed=5), tok, cfg())

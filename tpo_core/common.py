@@ -1,5 +1,5 @@
-"""Small pieces shared by the model modules: input checks, quiet model loading, per-prompt random streams and
-the device models run on.
+"""Small pieces shared by the model modules: input checks, quiet model loading, per-prompt random streams, the
+device models run on and the cache folder.
 
 A leaf module (it imports nothing from ``tpo_core``), so that the sources, the simulated human, the policy
 and the trainer can share it without importing each other.
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import os
+from pathlib import Path
 
 __all__ = ["texts", "check_positive_ints", "check_inputs", "quiet_loading", "ONLINE", "EVAL", "POOL",
-           "stream_generator", "prompt_streams", "default_device"]
+           "stream_generator", "prompt_streams", "default_device", "cache_root"]
 
 #: stream ids of :func:`stream_generator`: a prompt's online responses, its evaluation samples, and the
 #: Best-of-N pool of the arm at position ``j`` of the selector's arms (``POOL + j``); disjoint, so no two
@@ -95,3 +97,17 @@ def default_device() -> str:
     from accelerate import PartialState
 
     return str(PartialState().device)
+
+
+def cache_root() -> Path:
+    """``$TPO_CORE_CACHE`` if set, else ``~/.cache/tpo_core``: where assembled assets and π_0 are cached.
+
+    Raises ``NotADirectoryError`` (naming the variable) when that path exists and is not a folder.
+    """
+    env = os.environ.get("TPO_CORE_CACHE")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "tpo_core"
+    if root.exists() and not root.is_dir():
+        where = "$TPO_CORE_CACHE" if env else "the default cache"
+        raise NotADirectoryError(f"{where} ({root}) is a file, not a folder: point TPO_CORE_CACHE at a folder "
+                                 "(it is created if missing), or unset it for ~/.cache/tpo_core")
+    return root

@@ -179,7 +179,7 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     """
     if sources not in ("all", "arms", "none"):
         raise ValueError(f"sources must be 'all', 'arms' or 'none', got {sources!r}")
-    from tpo_core.assets import cache_root
+    from tpo_core.common import cache_root
     from tpo_core.sft import cache_folder, data_sha256, train_sft
 
     if isinstance(preset, Preset):

@@ -14,17 +14,19 @@ A leaf module: it imports nothing from ``tpo_core``, so every other module may u
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 __all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_text",
            "code_identity", "tpo_core_imports",
-           "changed_fields", "describe_changes", "write_atomic", "record_checksums", "verify_checksums",
+           "changed_fields", "describe_changes", "write_atomic", "publish_dir", "record_checksums", "verify_checksums",
            "read_json", "verify_dir", "CHECKSUMS"]
 
 PACKAGE = Path(__file__).resolve().parent
@@ -182,6 +184,37 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def publish_dir(target: str | Path, *, replace: bool = True, clear_leftovers: bool = False):
+    """Build a folder out of sight and make it appear at ``target`` whole, or not at all.
+
+    Yields an empty temporary sibling folder (``.<name>.tmp-*``, so a crash or SIGKILL never leaves a
+    half-written ``target``). When the ``with`` block ends normally, the folder is renamed to ``target``:
+    an existing ``target`` is replaced (``replace=True``) or kept, and the new folder discarded
+    (``replace=False``: first writer wins, for processes that build the same content concurrently). When it
+    raises, the temporary folder is removed and ``target`` is untouched. ``clear_leftovers=True`` first
+    removes the temporary folders of earlier, killed builds of ``target`` (only where no other process may
+    be building it).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if clear_leftovers:
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield work
+        if target.exists() and replace:
+            shutil.rmtree(target)
+        try:
+            os.replace(work, target)
+        except OSError:
+            if replace or not target.is_dir():
+                raise  # not a concurrent writer that finished first
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def read_json(path: str | Path, default=None):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from tpo_core.empirical import run_method, write_csv
 from tpo_core.presets import Preset
 from tpo_core.progress import track
 from tpo_core.sharding import on_main, per_device_batch
-from tpo_core.provenance import StaleResultError, canonical, code_identity, describe_changes, read_json, write_atomic
+from tpo_core.provenance import (StaleResultError, canonical, code_identity, describe_changes, publish_dir, read_json,
+                                 write_atomic)
 
 from tpo_core.loading import Study, batching_identity, check_seeds
 from tpo_core.source_measurement import choose_worst_best
@@ -130,10 +130,8 @@ def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, o
         return
     shutil.copy2(files[1], out_dir / files[1].name)
     shutil.copy2(files[2], out_dir / files[2].name)
-    tmp = out_dir / ".iter_1.copy"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(files[0], tmp)
-    os.replace(tmp, out_dir / "iter_1")  # the checkpoint appears last, whole
+    with publish_dir(out_dir / "iter_1", clear_leftovers=True) as tmp:  # the checkpoint appears last, whole
+        shutil.copytree(files[0], tmp, dirs_exist_ok=True)
 
 
 def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[str, pd.DataFrame]:

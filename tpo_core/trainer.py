@@ -32,9 +32,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from tpo_core import losses as L
-from tpo_core.provenance import record_checksums, verify_checksums
+from tpo_core.provenance import publish_dir, record_checksums, verify_checksums
 from tpo_core.common import quiet_loading
 from tpo_core.logprobs import make_encode, sequence_logprobs
 from tpo_core.sharding import local_batches
@@ -276,8 +273,6 @@ class PreferenceTrainer:
             self.load_weights(final)
             return pd.read_csv(final / "logs.csv")
         pairs = _check_pairs(pairs, cfg.loss_type == "xpo-trl")
-        if final is not None and acc.is_main_process:
-            _remove_partial(final)  # an interrupted earlier attempt
         torch.manual_seed(cfg.seed + iteration)
         gen = torch.Generator().manual_seed(cfg.seed + iteration)
         acc.gradient_accumulation_steps = cfg.grad_accum
@@ -351,18 +346,16 @@ class PreferenceTrainer:
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            _remove_partial(final)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp", dir=final.parent))
-            with quiet_loading():
-                acc.unwrap_model(self.model).save_pretrained(tmp)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
-            meta = {"iteration": iteration, "n_pairs": n_pairs, "config": asdict(self.config)}
-            (tmp / "preference_config.json").write_text(json.dumps(meta, indent=2))
-            logs.to_csv(tmp / "logs.csv", index=False)
-            record_checksums(tmp)
-            os.rename(tmp, final)  # atomic on POSIX: the checkpoint appears whole or not at all
+            # the checkpoint appears whole or not at all; a killed save's leftovers are removed first
+            with publish_dir(final, clear_leftovers=True) as tmp:
+                with quiet_loading():
+                    acc.unwrap_model(self.model).save_pretrained(tmp)
+                if self.tokenizer is not None:
+                    self.tokenizer.save_pretrained(tmp)
+                meta = {"iteration": iteration, "n_pairs": n_pairs, "config": asdict(self.config)}
+                (tmp / "preference_config.json").write_text(json.dumps(meta, indent=2))
+                logs.to_csv(tmp / "logs.csv", index=False)
+                record_checksums(tmp)
         acc.wait_for_everyone()
 
     def load_weights(self, path):
@@ -390,11 +383,6 @@ def _sharded_loader(order, per_device: int, num_processes: int, process_index: i
 def _fusable(model) -> bool:
     """torch's fused AdamW (same update, one kernel per step) runs on CPU and CUDA floating-point parameters."""
     return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
-
-
-def _remove_partial(final: Path):
-    for stale in final.parent.glob(f".{final.name}.tmp*"):
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _check_pairs(pairs, need_ref_sample: bool) -> list[dict]:
