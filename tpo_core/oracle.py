@@ -84,7 +84,8 @@ class GoldReward:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from tpo_core.assets import MINILM_SHA256, ensure_mpnet, sha256_file
+        from tpo_core.assets import MINILM_SHA256, ensure_mpnet
+        from tpo_core.provenance import sha256_file
 
         check_positive_ints(batch_size=batch_size)
         path = Path(model_path) if model_path is not None else ensure_mpnet()
