@@ -111,3 +111,36 @@ def test_holm_verdicts_and_mde_columns():
     assert out.p_holm[0] == pytest.approx(0.003) and out.p_holm[1] == pytest.approx(0.008)
     assert out.mde[0] == pytest.approx(P.mde(5.0, 10, n_tests=4)) and "verdict" not in t
     assert np.isnan(out.mde[3])  # 2 seeds, no spread: no MDE either
+
+
+def test_half_width_is_the_t_interval_of_a_sample_with_that_sd():
+    from tpo_core.evaluation import t_interval
+
+    v = np.array([48.0, 51.0, 55.0, 47.0, 52.0, 50.5])
+    mean, lo, hi = t_interval(v)
+    assert P.half_width(float(v.std(ddof=1)), len(v)) == pytest.approx((hi - lo) / 2, rel=1e-12)
+    assert np.isnan(P.half_width(3.0, 1))
+
+
+def test_design_table_costs_and_noise():
+    t = P.design_table(5.0, 3.5, n_prompts=200, samples=1, seeds_grid=[5, 10, 20], prompts_grid=[200, 800],
+                       samples_grid=[1, 2], seconds_fixed=600, seconds_training_per_seed=300, seconds_per_response=0.02,
+                       checkpoints_per_seed=13, n_tests=9)
+    assert len(t) == 12
+    base = t[(t.n_seeds == 5) & (t.n_test_prompts == 200) & (t.eval_samples == 1)].iloc[0]
+    assert base.sd_between == pytest.approx(np.hypot(5.0, 3.5))  # the measured design reproduces its own sd
+    assert base.minutes == pytest.approx((600 + 5 * (300 + 13 * 200 * 0.02)) / 60)
+    # 4x the responses judged: evaluation variance / 4, training variance unchanged
+    four = t[(t.n_seeds == 5) & (t.n_test_prompts == 800) & (t.eval_samples == 1)].iloc[0]
+    assert four.sd_between == pytest.approx(np.sqrt(25 + 3.5 ** 2 / 4))
+    two = t[(t.n_seeds == 5) & (t.n_test_prompts == 200) & (t.eval_samples == 2)].iloc[0]
+    assert two.sd_between == pytest.approx(np.sqrt(25 + 3.5 ** 2 / 2))
+    # more seeds: a narrower interval and a smaller MDE, at a cost linear in the seeds
+    for (n, m), d in t.groupby(["n_test_prompts", "eval_samples"]):
+        d = d.sort_values("n_seeds")
+        assert (np.diff(d.half_width) < 0).all() and (np.diff(d.mde) < 0).all()
+        assert np.allclose(np.diff(d.minutes) / np.diff(d.n_seeds), (d.minutes.iloc[1] - d.minutes.iloc[0]) / 5)
+    assert t.mde.iloc[0] == pytest.approx(P.mde(np.hypot(5.0, 3.5), 5, n_tests=9))
+    with pytest.raises(ValueError):
+        P.design_table(5.0, 3.5, n_prompts=200, samples=1, seeds_grid=[5], prompts_grid=[200], samples_grid=[1],
+                       seconds_fixed=-1, seconds_training_per_seed=1, seconds_per_response=1, checkpoints_per_seed=1)

@@ -269,3 +269,54 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     calls.clear()
     S.evaluate_run(smoke, "tpo-thompson", [seed])  # its own first iteration: evaluated, not shared
     assert len(calls) == smoke.preset.n_iterations
+
+
+def test_iteration_one_online_batch_is_computed_once_and_shared_exactly(tmp_path, monkeypatch):
+    """All methods start from pi_0 on the same prompts with the same streams: iteration 1's online responses
+    and their human scores are computed once per seed, and a recomputation gives exactly the same runs."""
+    import json
+
+    from tpo_core.empirical import iteration_prompts
+
+    study = S.load_study("smoke", results_root=tmp_path)
+    S.measure_sources(study, n_prompts=6, seed=0)
+    p, seed = study.preset, study.preset.seeds[0]
+    shared = study.root / "shared" / f"seed_{seed}" / "online_iter_1.json"
+    S.run(study, "no-transfer", seed)
+    assert shared.is_file()
+    batch = json.loads(shared.read_text())["batch"]
+    docs, refs = iteration_prompts(p, study.online, seed, 1)
+    # the shared scores are the human's scores of those responses, recomputed here in one call
+    responses = [r for i in range(len(docs)) for r in batch["responses"][str(i)]]
+    rep = lambda xs: [x for x in xs for _ in range(p.n_candidates)]  # noqa: E731
+    again = study.gold.score(rep(docs), responses, rep(refs), progress=False)
+    np.testing.assert_array_equal(np.asarray(again), [g for i in range(len(docs)) for g in batch["scores"][str(i)]])
+    rec = pd.read_csv(study.run_dir("no-transfer", seed) / "records_iter_1.csv")
+    np.testing.assert_array_equal(rec.gold_best, [max(batch["scores"][str(i)]) for i in rec.prompt_idx])
+
+    # another method: at iteration 1 the human sees only the transferred candidates (top_k per prompt)
+    scored = []
+    real = study.gold.score
+    monkeypatch.setattr(study.gold, "score", lambda pr, rs, rf, **k: scored.append(len(rs)) or real(pr, rs, rf, **k))
+    S.run(study, "exploit-best", seed)
+    chunk = p.update_every  # one human call per chunk of prompts
+    n_chunks = -(-p.prompts_per_iteration // chunk)
+    assert scored[:n_chunks] == [p.top_k * min(chunk, p.prompts_per_iteration - c * chunk) for c in range(n_chunks)]
+    assert scored[n_chunks] == p.n_candidates * chunk  # iteration 2: its own policy, every candidate is new
+    monkeypatch.undo()
+    first = {f: (study.run_dir("exploit-best", seed) / f).read_bytes()
+             for f in ("records_iter_1.csv", "iter_1/checksums.json", f"iter_{p.n_iterations}/checksums.json")}
+
+    # recomputed from nothing (no shared batch, no run folder): byte-identical batch, records and weights
+    import shutil
+
+    old = shared.read_bytes()
+    shared.unlink()
+    shutil.rmtree(study.run_dir("exploit-best", seed))
+    S.run(study, "exploit-best", seed)
+    assert shared.read_bytes() == old
+    assert {f: (study.run_dir("exploit-best", seed) / f).read_bytes() for f in first} == first
+
+    # a changed setting that draws other online responses is never served the old batch
+    other = S.load_study("smoke", results_root=tmp_path, temperature=0.7)
+    assert S.first_online_identity(other, seed) != S.first_online_identity(study, seed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,8 @@ from tpo_core.selection import TransferSelector
 from tpo_core.sharding import current, deal, gather, on_main
 from tpo_core.sources import best_of_n
 
-__all__ = ["METHODS", "build_candidates", "transfer_win", "collect_iteration", "make_selector", "run_method"]
+__all__ = ["METHODS", "OnlineBatch", "build_candidates", "transfer_win", "score_online", "iteration_prompts",
+           "collect_iteration", "make_selector", "run_method"]
 
 #: The methods of Table 1: empirical TPO and its three baselines (paper §6.1).
 METHODS = ("tpo", "no-transfer", "exploit-worst", "exploit-best")
@@ -71,6 +73,55 @@ def transfer_win(gold_scores, from_source) -> float:
     return float(mask[int(np.argmax(gold))])
 
 
+@dataclass(frozen=True)
+class OnlineBatch:
+    """One iteration's online responses with the human's scores of every one of them, by prompt index:
+    ``responses[i]``: ``n_candidates`` strings; ``scores[i]``: their ``n_candidates`` gold rewards."""
+
+    responses: dict
+    scores: dict
+
+    def to_json(self) -> dict:
+        return {"responses": {str(i): r for i, r in self.responses.items()},
+                "scores": {str(i): [float(v) for v in g] for i, g in self.scores.items()}}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> "OnlineBatch":
+        return cls({int(i): list(r) for i, r in obj["responses"].items()},
+                   {int(i): np.asarray(g, dtype=float) for i, g in obj["scores"].items()})
+
+
+def score_online(policy, documents, references, *, gold, n_candidates: int, seed: int,
+                 temperature: float = 1.0, max_new_tokens: int | None = None, progress: bool = True) -> OnlineBatch:
+    """Sample the online responses of ``documents`` (the per-prompt ``ONLINE`` streams of ``seed``) and have
+    the human score all of them: unsharded in one sampling and one scoring call, sharded per group
+    (:func:`tpo_core.sharding.deal`) and gathered, so the result depends on the batching, never on a method.
+
+    Iteration 1 of every method samples π_0 on the same prompts with the same streams, so this batch is
+    the same for all of them; computed once per seed, it is passed to :func:`collect_iteration`, which then
+    asks the human only about the transferred candidates."""
+    documents, references = list(documents), list(references)
+    sharding = current()
+    local = []
+    for group in deal(range(len(documents))):
+        resp = policy.sample([documents[i] for i in group], n_candidates, temperature=temperature,
+                             max_new_tokens=max_new_tokens, generator=prompt_streams(int(seed), group, ONLINE))
+        rep = lambda xs: [xs[i] for i in group for _ in range(n_candidates)]  # noqa: E731
+        g = np.asarray(_score(gold, rep(documents), [r for rs in resp for r in rs], rep(references),
+                              progress and (sharding is None or sharding.state.is_main_process)))
+        local += [(i, r, g[row * n_candidates:(row + 1) * n_candidates].tolist())
+                  for row, (i, r) in enumerate(zip(group, resp))]
+    rows = sorted(gather(local), key=lambda t: t[0])
+    return OnlineBatch({i: list(r) for i, r, _ in rows}, {i: np.asarray(g, dtype=float) for i, _, g in rows})
+
+
+def iteration_prompts(preset, prompts_df, seed: int, k: int) -> tuple[list[str], list[str]]:
+    """The documents (with the preset's prompt prefix) and reference summaries of iteration ``k`` of a run
+    with ``seed``: ``preset.prompts_per_iteration`` prompts drawn with ``default_rng([seed, k])``."""
+    prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, np.random.default_rng([seed, k]))
+    return [preset.prompt_prefix + d for d in prompts.document], list(prompts.summary)
+
+
 def _score(scorer, prompts, responses, references, progress: bool):
     """``scorer.score(...)``, with its own progress bar switched off unless ``progress``."""
     if "progress" in inspect.signature(scorer.score).parameters:
@@ -93,7 +144,10 @@ def _collect_group(policy, documents, references, group, arms, online, *, select
                    pool_size, top_k, seed, sample, progress) -> list[dict]:
     """Alg. 3 steps 2-4 for the prompts ``group`` (their ``arms`` already chosen; ``online``: their online
     responses, or ``None`` to sample them here), in one set of model calls: one outcome per prompt."""
-    if online is None:
+    scored = None
+    if isinstance(online, OnlineBatch):  # shared, already scored online responses
+        online, scored = online.responses, online.scores
+    elif online is None:
         online = dict(zip(group, policy.sample([documents[i] for i in group], n_candidates,
                                                generator=prompt_streams(seed, group, ONLINE), **sample)))
     cands, masks = {}, {}
@@ -111,9 +165,17 @@ def _collect_group(policy, documents, references, group, arms, online, *, select
         for j, i in enumerate(mine):
             cands[i], masks[i] = build_candidates(online[i], pools[j], scores[j * pool_size:(j + 1) * pool_size],
                                                   top_k)
-    rep = lambda xs: [xs[i] for i in group for _ in range(n_candidates)]  # noqa: E731
-    g = np.asarray(_score(gold, rep(documents), [c for i in group for c in cands[i]], rep(references), progress))
-    g = g.reshape(len(group), n_candidates)
+    if scored is None:  # the human scores every candidate of the group in one call
+        rep = lambda xs: [xs[i] for i in group for _ in range(n_candidates)]  # noqa: E731
+        g = np.asarray(_score(gold, rep(documents), [c for i in group for c in cands[i]], rep(references),
+                              progress)).reshape(len(group), n_candidates)
+    else:  # only the transferred candidates are new to the human; the online ones keep their shared scores
+        new = [(row, i, j) for row, i in enumerate(group) for j in np.flatnonzero(masks[i])]
+        fresh = np.asarray(_score(gold, [documents[i] for _, i, _ in new], [cands[i][j] for _, i, j in new],
+                                  [references[i] for _, i, _ in new], progress)) if new else []
+        g = np.array([scored[i] for i in group], dtype=float)
+        for (row, _, j), v in zip(new, fresh):
+            g[row, j] = v
     chosen, rejected, keep = label_best_worst(g)
     out = []
     for row, (i, arm) in enumerate(zip(group, arms)):
@@ -128,7 +190,7 @@ def _collect_group(policy, documents, references, group, arms, online, *, select
 def collect_iteration(policy, documents, references, *, selector, sources: dict, gold,
                       n_candidates: int, pool_size: int, top_k: int, seed: int,
                       temperature: float = 1.0, max_new_tokens: int | None = None,
-                      progress: bool = True) -> tuple[list[dict], pd.DataFrame]:
+                      online: OnlineBatch | None = None, progress: bool = True) -> tuple[list[dict], pd.DataFrame]:
     """Generate, select, transfer and label one iteration's prompts (Alg. 3, steps 1-5).
 
     Prompts are processed in chunks of ``selector.update_every``: arms are selected for the whole chunk
@@ -156,6 +218,9 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     ``sources[arm].score(prompts, responses, references)`` and ``gold.score(...)`` score them.
     Returns (on every process) the preference pairs ``{prompt, chosen, rejected}`` (tied best/worst
     dropped) and one record per prompt: ``prompt_idx, arm, win, gold_best, gold_worst, kept``.
+
+    ``online``: this iteration's online responses already sampled and scored (:func:`score_online`, shared
+    by every method at iteration 1); the human then scores only the transferred candidates.
     """
     documents, references = _check_inputs(documents, references, selector, sources)
     if int(seed) < 0:
@@ -164,8 +229,11 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     main = sharding is None or sharding.state.is_main_process
     sample = dict(temperature=temperature, max_new_tokens=max_new_tokens)
     n = len(documents)
-    online = None
-    if sharding is None:  # the online responses do not depend on the arms: one call for the iteration
+    if online is not None:
+        if sorted(online.responses) != list(range(n)) or any(
+                len(online.responses[i]) != n_candidates or len(online.scores[i]) != n_candidates for i in range(n)):
+            raise ValueError(f"online must hold {n_candidates} scored responses for each of the {n} prompts")
+    elif sharding is None:  # the online responses do not depend on the arms: one call for the iteration
         online = dict(zip(range(n), policy.sample(documents, n_candidates, **sample,
                                                   generator=prompt_streams(seed, range(n), ONLINE))))
     kw = dict(selector=selector, sources=sources, gold=gold, n_candidates=n_candidates, pool_size=pool_size,
@@ -230,7 +298,7 @@ def _write_text(text: str, path: Path) -> None:
 
 def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dict, gold, seed: int,
                out_dir, worst: str | None = None, best: str | None = None,
-               selector_policy: str = "paper-ucb", carry_stats: bool = False,
+               selector_policy: str = "paper-ucb", carry_stats: bool = False, first_online=None,
                progress: bool = True) -> dict[str, pd.DataFrame]:
     """``preset.n_iterations`` iterations of one method for one seed (Alg. 3), resumable.
 
@@ -239,10 +307,13 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     files written once by the main process), and trains with ``trainer``
     (a :class:`tpo_core.trainer.PreferenceTrainer` wrapping ``policy.model``), which checkpoints to
     ``out_dir/iter_k``. The per-prompt records are written (atomically) before training; an iteration
-    whose checkpoint and records exist is loaded, not redone, and the selector's state after it
+    whose checkpoint and records exist is loaded, not redone (the iteration's preference pairs are kept in
+    ``pairs_iter_k.csv``: prompt index, whether the chosen response was transferred, both texts), and the selector's state after it
     (``selector_state_iter_k.json``: statistics and random-number state) is restored, so a resumed run
     continues exactly as an uninterrupted one. The selector's statistics restart every iteration (the
-    authors) unless ``carry_stats``.
+    authors) unless ``carry_stats``. ``first_online``: a function of the iteration-1 documents and
+    references returning their scored online responses (:class:`OnlineBatch`, shared across methods), or
+    ``None`` to sample and score them here.
     Returns ``arms`` (method, seed, iteration, arm, pulls, wins), ``records`` and ``logs`` frames.
     """
     out_dir = Path(out_dir)
@@ -263,14 +334,19 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
         else:
             if not carry_stats:
                 selector.reset()
-            prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, np.random.default_rng([seed, k]))
-            docs = [preset.prompt_prefix + d for d in prompts.document]
+            docs, refs = iteration_prompts(preset, prompts_df, seed, k)
             pairs, records = collect_iteration(
-                policy, docs, list(prompts.summary), selector=selector, sources=sources, gold=gold,
+                policy, docs, refs, selector=selector, sources=sources, gold=gold,
                 n_candidates=preset.n_candidates, pool_size=preset.pool_size, top_k=preset.top_k,
                 seed=1000 * seed + k, temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
+                online=first_online(docs, refs) if k == 1 and first_online is not None else None,
                 progress=progress)
             records.insert(0, "iteration", k)
+            kept = records[records.kept]
+            write_csv(pd.DataFrame({"iteration": k, "prompt_idx": kept.prompt_idx.to_numpy(),
+                                    "chosen_transferred": kept.win.to_numpy().astype(bool),
+                                    "chosen": [q["chosen"] for q in pairs], "rejected": [q["rejected"] for q in pairs]}),
+                      out_dir / f"pairs_iter_{k}.csv")
             write_csv(records, records_path)
             state = json.dumps(selector.state_dict())
             _write_text(state, out_dir / f"selector_state_iter_{k}.json")

@@ -28,7 +28,8 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["variance_split", "power_of_t_test", "mde", "seeds_needed", "projected_sd", "t_test_vs", "holm", "cell_statistics", "add_holm"]
+__all__ = ["variance_split", "power_of_t_test", "mde", "seeds_needed", "projected_sd", "half_width", "design_table",
+           "t_test_vs", "holm", "cell_statistics", "add_holm"]
 
 
 def _outcomes(outcomes) -> np.ndarray:
@@ -119,6 +120,53 @@ def projected_sd(sd_train: float, sd_eval: float, *, n_prompts: int, new_n_promp
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     scale = (n_prompts * samples) / (new_n_prompts * new_samples)
     return math.sqrt(sd_train ** 2 + sd_eval ** 2 * scale)
+
+
+def half_width(sd: float, n_seeds: int, confidence: float = 0.95) -> float:
+    """Half-width of the Student-t interval of a mean over ``n_seeds`` values with sample sd ``sd``:
+    ``t_{(1+c)/2, n−1} · sd / √n`` (what :func:`tpo_core.evaluation.t_interval` reports); NaN below 2 seeds."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if n_seeds < 2 or not math.isfinite(sd):
+        return float("nan")
+    return float(stats.t.ppf((1 + confidence) / 2, n_seeds - 1) * sd / math.sqrt(n_seeds))
+
+
+def design_table(sd_train: float, sd_eval: float, *, n_prompts: int, samples: int, seeds_grid, prompts_grid,
+                 samples_grid, seconds_fixed: float, seconds_training_per_seed: float, seconds_per_response: float,
+                 checkpoints_per_seed: int, n_tests: int = 1, alpha: float = 0.05, power: float = 0.8,
+                 confidence: float = 0.95):
+    """What each evaluation design would cost and detect, from one measured design.
+
+    ``sd_train``, ``sd_eval``: the noise components measured with ``n_prompts`` test prompts and ``samples``
+    responses per prompt (:func:`variance_split`). For every ``(seeds, test prompts, samples)`` of the grids,
+    the between-seed sd is :func:`projected_sd` (training unchanged), and the cost is
+    ``seconds_fixed + seeds · (seconds_training_per_seed + checkpoints_per_seed · prompts · samples ·
+    seconds_per_response)``: training and collection grow with the seeds, evaluation with the seeds and the
+    responses judged. Returns a DataFrame, one row per design: ``n_seeds, n_test_prompts, eval_samples,
+    minutes, sd_between, half_width`` (the 95% t half-width, :func:`half_width`) and ``mde``
+    (:func:`mde` at ``alpha / n_tests``), all in the units of the sds."""
+    import pandas as pd
+
+    for name, v in (("seconds_fixed", seconds_fixed), ("seconds_training_per_seed", seconds_training_per_seed),
+                    ("seconds_per_response", seconds_per_response)):
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {v}")
+    if isinstance(checkpoints_per_seed, bool) or not isinstance(checkpoints_per_seed, int) or checkpoints_per_seed < 1:
+        raise ValueError(f"checkpoints_per_seed must be a positive integer, got {checkpoints_per_seed!r}")
+    rows = []
+    for n_seeds in seeds_grid:
+        for n_test in prompts_grid:
+            for m in samples_grid:
+                sd = projected_sd(sd_train, sd_eval, n_prompts=n_prompts, new_n_prompts=int(n_test), samples=samples,
+                                  new_samples=int(m))
+                seconds = seconds_fixed + n_seeds * (seconds_training_per_seed
+                                                     + checkpoints_per_seed * n_test * m * seconds_per_response)
+                rows.append({"n_seeds": int(n_seeds), "n_test_prompts": int(n_test), "eval_samples": int(m),
+                             "minutes": seconds / 60, "sd_between": sd,
+                             "half_width": half_width(sd, int(n_seeds), confidence),
+                             "mde": mde(sd, int(n_seeds), alpha=alpha, power=power, n_tests=n_tests)})
+    return pd.DataFrame(rows)
 
 
 def t_test_vs(values, null: float) -> float:

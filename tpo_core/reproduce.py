@@ -67,6 +67,8 @@ NOTEBOOKS: list[NotebookSpec] = [
                  reads=("01_source_rms", "02_baselines")),
     NotebookSpec("04_table1", quick={"preset": "smoke", "ablation_seeds": 1, "n_boot": 200},
                  reads=("01_source_rms", "02_baselines", "03_empirical_tpo")),
+    NotebookSpec("07_mechanism", quick={"preset": "smoke", "ipo_seeds": 2, "n_boot": 200},
+                 reads=("01_source_rms", "02_baselines", "03_empirical_tpo", "04_table1")),
     NotebookSpec("06_differences", quick={"preset": "smoke"}, reads=("01_source_rms", "04_table1")),
     NotebookSpec("A1_bench", quick={"bench_args": ["--tiny", "--rounds", "1", "--steps", "1"], "reuse": False,
                                     "loop_args": ["--preset", "smoke", "--rounds", "1", "--methods", "no-transfer"]},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tpo_core.empirical import run_method, write_csv
+from tpo_core.empirical import OnlineBatch, run_method, score_online, write_csv
 from tpo_core.presets import Preset
 from tpo_core.progress import track
 from tpo_core.sharding import on_main, per_device_batch
@@ -22,7 +22,8 @@ from tpo_core.provenance import (StaleResultError, canonical, code_identity, des
 from tpo_core.loading import Study, batching_identity, check_seeds
 from tpo_core.source_measurement import choose_worst_best
 
-__all__ = ["RUNS", "Run", "preference_config", "run_identity", "run", "run_all", "check_run", "training_logs", "records"]
+__all__ = ["RUNS", "Run", "preference_config", "run_identity", "first_online_identity", "first_online", "run", "run_all",
+           "check_run", "training_logs", "records", "pairs"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class Run:
     """TPO's arm selector (:class:`tpo_core.selection.TransferSelector` policy)."""
     carry_stats: bool = False
     """Keep the selector's statistics across iterations (the authors reset them)."""
+    loss: str = "dpo"
+    """The preference loss, Alg_PO of Alg. 3: ``"dpo"`` (§6.1) or ``"ipo"`` (App. I.2, Table 2)."""
+    lr_factor: float = 1.0
+    """The learning rate is the preset's times this (the paper's IPO uses 1e-5 against DPO's 5e-5: 0.2)."""
 
 
 #: The paper's four methods and the ablations beyond it, by run name.
@@ -48,6 +53,8 @@ RUNS: dict[str, Run] = {
     "tpo-ref-initial": Run("tpo", reference="initial"),
     "tpo-thompson": Run("tpo", selector="thompson"),
     "tpo-carried": Run("tpo", carry_stats=True),
+    "tpo-ipo": Run("tpo", loss="ipo", lr_factor=0.2),
+    "no-transfer-ipo": Run("no-transfer", loss="ipo", lr_factor=0.2),
 }
 
 
@@ -55,7 +62,8 @@ def preference_config(preset: Preset, run_spec: Run, seed: int):
     from tpo_core.trainer import PreferenceConfig
 
     steps = preset.epochs * math.ceil(preset.prompts_per_iteration / preset.batch_size)
-    return PreferenceConfig(loss_type="dpo", beta=preset.beta, lr=preset.learning_rate, epochs=preset.epochs,
+    return PreferenceConfig(loss_type=run_spec.loss, beta=preset.beta, lr=preset.learning_rate * run_spec.lr_factor,
+                            epochs=preset.epochs,
                             batch_size=per_device_batch(preset.batch_size), grad_accum=1, reference=run_spec.reference,
                             warmup_steps=max(1, round(0.2 * steps)), seed=seed,
                             max_prompt_tokens=preset.max_input_tokens, max_response_tokens=preset.max_new_tokens + 1,
@@ -83,6 +91,40 @@ def run_identity(study: Study, name: str, seed: int) -> dict:
             "arms": {a: p.sources[a] for a in study.arm_names}, "exploited": exploited,
             "pi0": study.pi0_identity, "online": study.data_identity.get("online"), "gold": study.gold_identity,
             "streams": batching_identity(), "code": code_identity("runs")}
+
+
+#: Preset fields that decide iteration 1's online responses and their human scores (with π_0, the data,
+#: the human, the batching and the code).
+_FIRST_ONLINE_FIELDS = ("prompts_per_iteration", "prompt_prefix", "n_candidates", "temperature", "max_new_tokens",
+                        "max_input_tokens")
+
+
+def first_online_identity(study: Study, seed: int) -> dict:
+    """What iteration 1's shared online batch for ``seed`` is computed from: π_0, the online prompts and
+    the preset fields that draw them, the human, the batching and the code -- not the method."""
+    p = study.preset.to_dict()
+    return {"seed": int(seed), "preset": {k: p[k] for k in _FIRST_ONLINE_FIELDS}, "pi0": study.pi0_identity,
+            "online": study.data_identity.get("online"), "gold": study.gold_identity, "streams": batching_identity(),
+            "code": code_identity("runs")}
+
+
+def first_online(study: Study, seed: int, policy, documents, references, *, progress: bool = False) -> OnlineBatch:
+    """Iteration 1's online responses and their human scores for ``seed``: every method starts from π_0 on the
+    same prompts with the same random streams, so they are computed once per seed
+    (:func:`tpo_core.empirical.score_online`) and shared by every run, from
+    ``results/<preset>/shared/seed_<s>/online_iter_1.json``, reused only when :func:`first_online_identity`
+    matches (``policy`` must be π_0; ``documents``/``references``: iteration 1's prompts)."""
+    path = study.root / "shared" / f"seed_{seed}" / "online_iter_1.json"
+    identity = canonical(first_online_identity(study, seed))
+    cached = read_json(path)
+    if isinstance(cached, dict) and cached.get("identity") == identity:
+        return OnlineBatch.from_json(cached["batch"])
+    p = study.preset
+    batch = score_online(policy, documents, references, gold=study.gold, n_candidates=p.n_candidates,
+                         seed=1000 * seed + 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                         progress=progress)
+    on_main(write_atomic, path, json.dumps({"identity": identity, "batch": batch.to_json()}) + "\n")
+    return batch
 
 
 def _run_spec(name: str) -> Run:
@@ -120,16 +162,17 @@ def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, o
     import shutil
 
     base = RUNS["tpo"]
-    if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector:
+    if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector or (spec.loss, spec.lr_factor) != (
+            base.loss, base.lr_factor):
         return
     src = study.run_dir("tpo", identity["seed"])
     if read_json(src / "identity.json") != canonical({**identity, "run": asdict(base)}):
         return
-    files = [src / "iter_1", src / "records_iter_1.csv", src / "selector_state_iter_1.json"]
+    files = [src / "iter_1", src / "records_iter_1.csv", src / "selector_state_iter_1.json", src / "pairs_iter_1.csv"]
     if (out_dir / "iter_1").exists() or not all(f.exists() for f in files):
         return
-    shutil.copy2(files[1], out_dir / files[1].name)
-    shutil.copy2(files[2], out_dir / files[2].name)
+    for f in files[1:]:
+        shutil.copy2(f, out_dir / f.name)
     with publish_dir(out_dir / "iter_1", clear_leftovers=True) as tmp:  # the checkpoint appears last, whole
         shutil.copytree(files[0], tmp, dirs_exist_ok=True)
 
@@ -161,6 +204,7 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
                         sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
                         best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
+                        first_online=lambda docs, refs: first_online(study, seed, pol, docs, refs, progress=progress),
                         progress=progress)
     result["arms"]["method"] = name
     write_csv(result["arms"], out_dir / "arms.csv")
@@ -204,6 +248,12 @@ def _gather(study: Study, names, seeds, pattern: str, **read_kw) -> pd.DataFrame
 def training_logs(study: Study, names, seeds=None) -> pd.DataFrame:
     """The per-step trainer logs of every finished iteration (method and seed columns added)."""
     return _gather(study, names, seeds, "iter_*/logs.csv")
+
+
+def pairs(study: Study, names, seeds=None) -> pd.DataFrame:
+    """The preference pairs of every finished iteration (iteration, prompt_idx, chosen_transferred, chosen,
+    rejected; method and seed columns added)."""
+    return _gather(study, names, seeds, "pairs_iter_*.csv", keep_default_na=False)
 
 
 def records(study: Study, names, seeds=None) -> pd.DataFrame:

@@ -21,6 +21,8 @@ judged and the key of the evaluation settings::
     results/<preset>/runs/<run>/seed_<s>/        iter_k checkpoints, records_iter_k.csv, arms.csv
     results/<preset>/arms.csv                    method, seed, iteration, arm, pulls, wins
     results/<preset>/runs/<run>/seed_<s>/identity.json   what the run's checkpoints were made from
+    results/<preset>/shared/seed_<s>/online_iter_1.json  iteration 1's online responses and human scores,
+                                                 shared by every run of the seed (with their identity)
     results/<preset>/eval/<run>/seed_<s>.csv     gold reward of one sampled response per test prompt,
                                                  with the checkpoint's sha256 and the evaluation key
     results/<preset>/table1.csv                  baseline, iteration, win_rate_mean, ci_low, ci_high, ...
@@ -34,11 +36,12 @@ gathers their public names, so that a notebook needs one import.
 
 from tpo_core.empirical import write_csv
 from tpo_core.loading import Study, batching_identity, build_gold, build_sources, check_seeds, load_study
-from tpo_core.runs import RUNS, Run, check_run, preference_config, records, run, run_all, run_identity, training_logs
+from tpo_core.runs import (RUNS, Run, check_run, first_online, first_online_identity, pairs, preference_config, records,
+                           run, run_all, run_identity, training_logs)
 from tpo_core.source_measurement import choose_worst_best, measure_sources, pi0_quality
 from tpo_core.table1 import eval_key, evaluate_pi0, evaluate_run, gold_on_test, table1, win_rates_vs_pi0
 
 __all__ = ["RUNS", "Run", "Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity",
            "pi0_quality", "measure_sources", "choose_worst_best", "preference_config", "run_identity", "run",
-           "run_all", "check_run", "training_logs", "records", "gold_on_test", "eval_key", "evaluate_pi0",
-           "evaluate_run", "table1", "win_rates_vs_pi0", "write_csv"]
+           "run_all", "check_run", "first_online", "first_online_identity", "training_logs", "records", "pairs",
+           "gold_on_test", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "win_rates_vs_pi0", "write_csv"]
