@@ -36,7 +36,7 @@ def _weights(folder):
 
 
 def test_a_changed_setting_recomputes_the_run_and_its_evaluation(smoke, capsys):
-    """Issue 12 (1, 2): new preset fields never reuse old checkpoints or old evaluation rows; going back to
+    """New preset fields never reuse old checkpoints or old evaluation rows; going back to
     the old settings recomputes exactly the old numbers."""
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
@@ -78,7 +78,7 @@ def test_a_changed_library_recomputes(smoke, monkeypatch, capsys):
 
 
 def test_evaluation_rows_are_keyed_by_the_checkpoint_they_judged(smoke):
-    """Issue 12 (1): a retrained checkpoint (other weights, same iteration number) is evaluated again."""
+    """A retrained checkpoint (other weights, same iteration number) is evaluated again."""
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
     first = S.evaluate_run(smoke, "no-transfer", [seed])
@@ -93,7 +93,7 @@ def test_evaluation_rows_are_keyed_by_the_checkpoint_they_judged(smoke):
 
 
 def test_corrupt_or_truncated_checkpoints_are_clear_errors(smoke, tmp_path):
-    """Issue 12 (3): flipped bytes or a truncated file in a run checkpoint raise, naming the file."""
+    """Flipped bytes or a truncated file in a run checkpoint raise, naming the file."""
     seed = smoke.preset.seeds[1]
     S.run(smoke, "no-transfer", seed)
     run_dir = smoke.run_dir("no-transfer", seed)
@@ -135,7 +135,7 @@ def test_corrupt_pi0_cache_is_a_clear_error(smoke, tmp_path):
 
 
 def test_non_finite_training_leaves_no_checkpoint(smoke, tmp_path):
-    """Issue 12 (4): a NaN loss stops the iteration before anything is written."""
+    """A NaN loss stops the iteration before anything is written."""
     from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
 
     pol = smoke.new_pi0()
@@ -152,7 +152,7 @@ def test_non_finite_training_leaves_no_checkpoint(smoke, tmp_path):
 
 
 def test_result_files_read_back_with_plain_pandas(smoke):
-    """Issue 12 (8): the null arm is written 'online', which pandas.read_csv keeps as a string."""
+    """The null arm is written 'online', which pandas.read_csv keeps as a string."""
     seed = smoke.preset.seeds[0]
     S.run_all(smoke, ["no-transfer"], [seed], progress=False)
     for path in [smoke.root / "arms.csv", smoke.run_dir("no-transfer", seed) / "records_iter_1.csv"]:
@@ -201,7 +201,7 @@ def test_changed_fields_names_nested_differences():
 
 
 def test_reproduce_rejects_an_undeclared_parameter(tmp_path):
-    """Issue 12 (5): a misspelled parameter is an error before anything runs, not a silent default."""
+    """A misspelled parameter is an error before anything runs, not a silent default."""
     spec = reproduce.NotebookSpec("01_source_rms", quick={"preset": "smoke", "n_promts": 4})
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['n_promts'\].*n_prompts"):
         reproduce.run_notebook(spec, quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")
@@ -211,7 +211,7 @@ def test_reproduce_rejects_an_undeclared_parameter(tmp_path):
 
 
 def test_a_failed_notebook_leaves_nothing_in_the_book(tmp_path):
-    """Issue 12 (6): no hidden .running.ipynb left behind; the failed copy is kept under results/failed."""
+    """No hidden .running.ipynb left behind; the failed copy is kept under results/failed."""
     import papermill
 
     spec = reproduce.NotebookSpec("06_differences", quick={"preset": "no-such-preset"})
@@ -236,7 +236,7 @@ def test_notebook_parameters_are_checked_before_compute(smoke, call, match):
 
 
 def test_a_notebook_reruns_when_the_library_or_an_upstream_result_changes(tmp_path, monkeypatch):
-    """Issue 12 (2): the notebook key covers the library code the notebook imports and the run keys of the
+    """The notebook key covers the library code the notebook imports and the run keys of the
     notebooks whose results it reads, not only its own source and parameters."""
     spec = next(s for s in reproduce.NOTEBOOKS if s.name == "06_differences")
     kw = dict(quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")

@@ -1,4 +1,4 @@
-"""Data-parallel TPO (issue 16): one smoke iteration on two CPU processes (gloo, accelerate's
+"""Data-parallel TPO: one smoke iteration on two CPU processes (gloo, accelerate's
 ``debug_launcher``) against the same iteration on one process.
 
 Shown: the same arm for every prompt and the same pooled selector statistics (an all-reduce of each

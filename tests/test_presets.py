@@ -23,7 +23,7 @@ def test_embedded_is_offline_and_default_sized():
     p = get_preset("embedded")
     assert p.offline and p.dataset == "debian" and p.gold == "mpnet"
     assert p.gold not in {s.get("model_path") for s in p.sources.values()}
-    assert len(p.seeds) >= 5  # Table 1 with >= 5 seeds (issue 7)
+    assert len(p.seeds) >= 5  # Table 1 needs seeds enough for an interval
     # two offline LLM log-prob sources stand in for T5-base/T5-large; every arm is a source
     assert sum(s["kind"] == "llm-logprob" for s in p.sources.values()) == 2
     assert set(p.arms) <= set(p.sources)
