@@ -51,6 +51,9 @@ class Study:
     """What π_0 is: the sha256 of its weight files (``sft:`` policies) or its Hub id / folder."""
     data_identity: dict = field(default_factory=dict)
     """sha256 of the online and test prompts (documents and references) this study uses."""
+    held_out: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """The test split's other prompts: no document of :attr:`test` among them (the tuning protocol's
+    prompts, :mod:`tpo_core.tuning`; never reported)."""
 
     def new_pi0(self):
         """A fresh copy of π_0 (each run trains its own)."""
@@ -192,8 +195,10 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     sft, online, test = _splits(preset, model_paths)
     if len(online) == 0 or len(test) == 0:
         raise ValueError(f"preset {preset.name!r}: an empty online or test split")
+    full_test = test
     test = sample_prompts(test, min(preset.n_test_prompts, len(test)), np.random.default_rng(0))
     test = test.reset_index(drop=True)
+    held_out = full_test[~full_test.document.isin(set(test.document))].reset_index(drop=True)
     wanted = preset
     if sources == "arms" and preset.arms is not None:
         wanted = replace(preset, sources={a: preset.sources[a] for a in preset.arms})
@@ -203,7 +208,8 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     root = Path(results_root) / preset.name
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"results folder {root} is a file; pass another results_root")
-    study = Study(preset, root, online.reset_index(drop=True), test, built, gold, model_paths=model_paths)
+    study = Study(preset, root, online.reset_index(drop=True), test, built, gold, model_paths=model_paths,
+                  held_out=held_out)
     study.data_identity = {"online": data_sha256(study.online),
                            "test": data_sha256(test.assign(document=[preset.prompt_prefix + d for d in test.document]))}
     if preset.policy.startswith("sft:"):

@@ -1,0 +1,113 @@
+"""The tuning protocol: one rule picks a tuned constant (the learning rate) for every method alike, on seeds
+and prompts the book does not report.
+
+1. **Seeds**: :data:`TUNING_SEEDS`, disjoint from every preset's reported seeds.
+2. **Prompts**: ``n_prompts`` of the study's held-out prompts (:attr:`tpo_core.loading.Study.held_out`: the
+   test split without any document of the reported test prompts).
+3. **Runs**: for each value of the grid, every method of :data:`tpo_core.empirical.METHODS` runs the preset's
+   iterations on every tuning seed, with the study's own code (:func:`tpo_core.runs.run`), in a results tree
+   of its own (``<results>/tuning/lr_<value>/``). The exploited sources are the reported study's
+   (:func:`tpo_core.source_measurement.choose_worst_best`): a property of the sources, not a tuned constant.
+4. **Criterion**: the mean r* of one sampled response per tuning prompt from each run's final policy,
+   averaged over seeds, then over methods, each method weighted equally.
+5. **Pick**: the grid value with the highest criterion (:func:`pick`).
+
+``python -m tpo_core.tuning --preset embedded --grid 3e-4 1e-3 3e-3`` (or ``nox -s tune``) runs it and
+writes ``<results>/tuning/<preset>.csv``; runs already trained are loaded, not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tpo_core.empirical import METHODS
+from tpo_core.loading import Study, load_study
+from tpo_core.presets import get_preset
+from tpo_core.progress import track
+from tpo_core.runs import run
+from tpo_core.source_measurement import choose_worst_best
+from tpo_core.table1 import gold_on_test
+
+__all__ = ["TUNING_SEEDS", "final_gold", "tune", "pick", "main"]
+
+#: The seeds of the tuning runs; no preset reports them (tested).
+TUNING_SEEDS = (9001, 9002)
+
+
+def final_gold(study: Study, name: str, seed: int, prompts: pd.DataFrame) -> float:
+    """Mean r* of one sampled response per prompt of ``prompts`` from the final policy of run ``name``
+    (its last checkpoint, weights verified), with the evaluation stream of ``20_000 + seed``."""
+    from tpo_core.trainer import latest_checkpoint, load_checkpoint
+
+    last = latest_checkpoint(study.run_dir(name, seed))
+    if last is None:
+        raise FileNotFoundError(f"run {name!r} seed {seed} has no finished iteration in {study.run_dir(name, seed)}")
+    pol = study.new_pi0()
+    load_checkpoint(pol.model, last[1])
+    p = study.preset
+    g = gold_on_test(pol, [p.prompt_prefix + d for d in prompts.document], list(prompts.summary), gold=study.gold,
+                     seed=20_000 + int(seed), temperature=p.temperature, max_new_tokens=p.max_new_tokens)
+    return float(g.mean())
+
+
+def tune(preset: str, grid, *, results_root: str | Path = "results", seeds=TUNING_SEEDS, methods=METHODS,
+         n_prompts: int = 100, progress: bool = True) -> pd.DataFrame:
+    """The protocol of the module docstring for the learning rates ``grid``. Returns one row per value,
+    method and seed: ``learning_rate, method, seed, final_gold``."""
+    grid = [float(v) for v in grid]
+    if not grid or any(not (np.isfinite(v) and v > 0) for v in grid) or len(set(grid)) != len(grid):
+        raise ValueError(f"grid must hold distinct positive learning rates, got {grid}")
+    reported = set(get_preset(preset).seeds)
+    if reported & set(seeds):
+        raise ValueError(f"tuning seeds {sorted(reported & set(seeds))} are reported seeds of {preset!r}")
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose among {METHODS}")
+    results_root = Path(results_root)
+    worst, best = None, None
+    if {"exploit-worst", "exploit-best"} & set(methods):
+        worst, best = choose_worst_best(load_study(preset, results_root=results_root, with_models=False))
+    rows = []
+    for lr in grid:
+        study = load_study(preset, results_root=results_root / "tuning" / f"lr_{lr:g}", sources="arms",
+                           learning_rate=lr, seeds=tuple(seeds), worst_source=worst, best_source=best)
+        if study.held_out.empty:
+            raise ValueError(f"preset {preset!r} has no held-out prompts beside its test prompts")
+        prompts = study.held_out.iloc[:min(n_prompts, len(study.held_out))]
+        for m, s in track([(m, s) for m in methods for s in seeds], f"tuning lr={lr:g}", disable=not progress,
+                          unit="run"):
+            run(study, m, s)
+            rows.append({"learning_rate": lr, "method": m, "seed": int(s), "final_gold": final_gold(study, m, s, prompts)})
+    return pd.DataFrame(rows)
+
+
+def pick(table: pd.DataFrame) -> float:
+    """The learning rate with the highest criterion: mean ``final_gold`` over seeds, then over methods."""
+    crit = table.groupby(["learning_rate", "method"]).final_gold.mean().groupby("learning_rate").mean()
+    return float(crit.idxmax())
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="embedded")
+    ap.add_argument("--grid", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(TUNING_SEEDS))
+    ap.add_argument("--n-prompts", type=int, default=100)
+    ap.add_argument("--results-dir", default="results")
+    a = ap.parse_args(argv)
+    table = tune(a.preset, a.grid, results_root=a.results_dir, seeds=a.seeds, n_prompts=a.n_prompts)
+    out = Path(a.results_dir) / "tuning" / f"{a.preset}.csv"
+    from tpo_core.empirical import write_csv
+
+    write_csv(table, out)
+    crit = table.groupby(["learning_rate", "method"]).final_gold.mean().unstack()
+    print(crit.assign(criterion=crit.mean(axis=1)).to_string())
+    print(f"picked learning rate: {pick(table):g} (written {out})")
+
+
+if __name__ == "__main__":
+    main()
