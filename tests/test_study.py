@@ -265,7 +265,7 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     pol.model.load_state_dict(type(pol.model).from_pretrained(smoke.run_dir("tpo-carried", seed) / "iter_1").state_dict())
     from tpo_core import table1 as T
 
-    np.testing.assert_array_equal(T._gold_on_test(smoke, pol, seed).ravel(), carried[carried.iteration == 1].gold.to_numpy())
+    np.testing.assert_array_equal(T.gold_on_prompts(smoke, pol, 10_000 + seed).ravel(), carried[carried.iteration == 1].gold.to_numpy())
     calls.clear()
     S.evaluate_run(smoke, "tpo-thompson", [seed])  # its own first iteration: evaluated, not shared
     assert len(calls) == smoke.preset.n_iterations

@@ -73,6 +73,19 @@ def transfer_win(gold_scores, from_source) -> float:
     return float(mask[int(np.argmax(gold))])
 
 
+def _each(xs, indices, n: int) -> list:
+    """``xs[i]`` repeated ``n`` times for each ``i`` of ``indices``, in order (one entry per response)."""
+    return [xs[i] for i in indices for _ in range(n)]
+
+
+def _sample_online(policy, documents, indices, n_candidates: int, seed: int, sample: dict) -> dict:
+    """The online responses of the prompts ``indices`` in one sampling call, each prompt on its own ``ONLINE``
+    stream of ``seed``: ``{index: n_candidates responses}``."""
+    indices = list(indices)
+    return dict(zip(indices, policy.sample([documents[i] for i in indices], n_candidates, **sample,
+                                           generator=prompt_streams(seed, indices, ONLINE))))
+
+
 @dataclass(frozen=True)
 class OnlineBatch:
     """One iteration's online responses with the human's scores of every one of them, by prompt index:
@@ -103,14 +116,13 @@ def score_online(policy, documents, references, *, gold, n_candidates: int, seed
     documents, references = list(documents), list(references)
     sharding = current()
     local = []
+    sample = dict(temperature=temperature, max_new_tokens=max_new_tokens)
     for group in deal(range(len(documents))):
-        resp = policy.sample([documents[i] for i in group], n_candidates, temperature=temperature,
-                             max_new_tokens=max_new_tokens, generator=prompt_streams(int(seed), group, ONLINE))
-        rep = lambda xs: [xs[i] for i in group for _ in range(n_candidates)]  # noqa: E731
-        g = np.asarray(_score(gold, rep(documents), [r for rs in resp for r in rs], rep(references),
+        resp = _sample_online(policy, documents, group, n_candidates, int(seed), sample)
+        g = np.asarray(_score(gold, _each(documents, group, n_candidates), [r for i in group for r in resp[i]],
+                              _each(references, group, n_candidates),
                               progress and (sharding is None or sharding.state.is_main_process)))
-        local += [(i, r, g[row * n_candidates:(row + 1) * n_candidates].tolist())
-                  for row, (i, r) in enumerate(zip(group, resp))]
+        local += [(i, resp[i], g[row * n_candidates:(row + 1) * n_candidates].tolist()) for row, i in enumerate(group)]
     rows = sorted(gather(local), key=lambda t: t[0])
     return OnlineBatch({i: list(r) for i, r, _ in rows}, {i: np.asarray(g, dtype=float) for i, _, g in rows})
 
@@ -148,8 +160,7 @@ def _collect_group(policy, documents, references, group, arms, online, *, select
     if isinstance(online, OnlineBatch):  # shared, already scored online responses
         online, scored = online.responses, online.scores
     elif online is None:
-        online = dict(zip(group, policy.sample([documents[i] for i in group], n_candidates,
-                                               generator=prompt_streams(seed, group, ONLINE), **sample)))
+        online = _sample_online(policy, documents, group, n_candidates, seed, sample)
     cands, masks = {}, {}
     for arm in dict.fromkeys(arms):  # each arm in order of first use
         mine = [i for i, a in zip(group, arms) if a == arm]
@@ -159,16 +170,14 @@ def _collect_group(policy, documents, references, group, arms, online, *, select
             continue
         pools = policy.sample([documents[i] for i in mine], pool_size, **sample,
                               generator=prompt_streams(seed, mine, POOL + selector.arms.index(arm)))
-        rep = lambda xs: [xs[i] for i in mine for _ in range(pool_size)]  # noqa: E731
-        scores = np.asarray(_score(sources[arm], rep(documents), [r for p in pools for r in p], rep(references),
-                                   progress))
+        scores = np.asarray(_score(sources[arm], _each(documents, mine, pool_size), [r for p in pools for r in p],
+                                   _each(references, mine, pool_size), progress))
         for j, i in enumerate(mine):
             cands[i], masks[i] = build_candidates(online[i], pools[j], scores[j * pool_size:(j + 1) * pool_size],
                                                   top_k)
     if scored is None:  # the human scores every candidate of the group in one call
-        rep = lambda xs: [xs[i] for i in group for _ in range(n_candidates)]  # noqa: E731
-        g = np.asarray(_score(gold, rep(documents), [c for i in group for c in cands[i]], rep(references),
-                              progress)).reshape(len(group), n_candidates)
+        g = np.asarray(_score(gold, _each(documents, group, n_candidates), [c for i in group for c in cands[i]],
+                              _each(references, group, n_candidates), progress)).reshape(len(group), n_candidates)
     else:  # only the transferred candidates are new to the human; the online ones keep their shared scores
         new = [(row, i, j) for row, i in enumerate(group) for j in np.flatnonzero(masks[i])]
         fresh = np.asarray(_score(gold, [documents[i] for _, i, _ in new], [cands[i][j] for _, i, j in new],
@@ -234,8 +243,7 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
                 len(online.responses[i]) != n_candidates or len(online.scores[i]) != n_candidates for i in range(n)):
             raise ValueError(f"online must hold {n_candidates} scored responses for each of the {n} prompts")
     elif sharding is None:  # the online responses do not depend on the arms: one call for the iteration
-        online = dict(zip(range(n), policy.sample(documents, n_candidates, **sample,
-                                                  generator=prompt_streams(seed, range(n), ONLINE))))
+        online = _sample_online(policy, documents, range(n), n_candidates, seed, sample)
     kw = dict(selector=selector, sources=sources, gold=gold, n_candidates=n_candidates, pool_size=pool_size,
               top_k=top_k, seed=int(seed), sample=sample, progress=progress and main)
     pairs, records = [], []

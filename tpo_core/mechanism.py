@@ -30,7 +30,7 @@ import torch
 
 from tpo_core.evaluation import t_interval
 from tpo_core.loading import Study, check_seeds
-from tpo_core.provenance import CHECKSUMS, read_json, sha256_json
+from tpo_core.provenance import CHECKSUMS, checkpoint_id, sha256_json
 from tpo_core.runs import check_run, pairs, records
 
 __all__ = ["distinct_n", "pair_logprobs", "pair_diagnostics", "summarize", "PAIR_COLUMNS", "PAPER_TABLE2"]
@@ -59,10 +59,10 @@ def distinct_n(texts, n: int = 2) -> float:
 
 
 def _checkpoint_id(folder) -> str:
-    sums = read_json(folder / CHECKSUMS)
-    if not isinstance(sums, dict) or not sums:
+    ident = checkpoint_id(folder)
+    if ident is None:
         raise FileNotFoundError(f"{folder} has no {CHECKSUMS}: not a finished checkpoint")
-    return sha256_json(sums)[:16]
+    return ident
 
 
 @torch.no_grad()
@@ -90,7 +90,7 @@ def _logprob_rows(study: Study, name: str, seed: int, its: pd.DataFrame) -> pd.D
     path = study.root / "mechanism" / name / f"seed_{seed}.csv"
     old = pd.read_csv(path) if path.is_file() else None
     pi0_id = sha256_json(study.pi0_identity)[:16]
-    frames, policy = [], None
+    frames, policy, holds, computed = [], None, None, False  # holds: the folder whose weights policy has
     for k, group in its.groupby("iteration", sort=True):
         before_id = pi0_id if k == 1 else _checkpoint_id(out_dir / f"iter_{k - 1}")
         after_id = _checkpoint_id(out_dir / f"iter_{k}")
@@ -104,17 +104,20 @@ def _logprob_rows(study: Study, name: str, seed: int, its: pd.DataFrame) -> pd.D
         values = {}
         for when, folder in (("before", None if k == 1 else out_dir / f"iter_{k - 1}"), ("after", out_dir / f"iter_{k}")):
             if policy is None or folder is None:
-                policy = study.new_pi0()
-            if folder is not None:
+                policy, holds = study.new_pi0(), None
+            if folder is not None and folder != holds:  # iteration k's "after" is iteration k+1's "before"
                 load_checkpoint(policy.model, folder)
+                holds = folder
             values[when] = pair_logprobs(policy, documents, list(group.chosen), list(group.rejected))
+        computed = True
         frames.append(pd.DataFrame({"iteration": k, "prompt_idx": group.prompt_idx.to_numpy(),
                                     "before": before_id, "after": after_id,
                                     "logp_chosen_before": values["before"][0], "logp_chosen_after": values["after"][0],
                                     "logp_rejected_before": values["before"][1],
                                     "logp_rejected_after": values["after"][1]}))
     rows = pd.concat(frames, ignore_index=True)
-    write_csv(rows, path)
+    if computed:
+        write_csv(rows, path)
     return rows
 
 

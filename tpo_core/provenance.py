@@ -27,7 +27,7 @@ from pathlib import Path
 __all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_text",
            "code_identity", "tpo_core_imports",
            "changed_fields", "describe_changes", "write_atomic", "publish_dir", "record_checksums", "verify_checksums",
-           "read_json", "verify_dir", "CHECKSUMS"]
+           "read_json", "verify_dir", "checkpoint_id", "CHECKSUMS"]
 
 PACKAGE = Path(__file__).resolve().parent
 #: File in a weights folder listing ``relative path -> sha256`` of its weight files.
@@ -235,6 +235,13 @@ def record_checksums(folder: str | Path) -> dict[str, str]:
         raise FileNotFoundError(f"{folder} holds no weight file to checksum")
     write_atomic(folder / CHECKSUMS, json.dumps(sums, indent=1, sort_keys=True) + "\n")
     return sums
+
+
+def checkpoint_id(folder: str | Path) -> str | None:
+    """Content id of a weights folder: the first 16 hex digits of the digest of its ``checksums.json``
+    (:func:`record_checksums`), or None when it has none (not a finished checkpoint)."""
+    sums = read_json(Path(folder) / CHECKSUMS)
+    return sha256_json(sums)[:16] if isinstance(sums, dict) and sums else None
 
 
 def verify_dir(root: str | Path, manifest: dict[str, str]) -> list[str]:

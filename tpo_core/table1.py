@@ -14,12 +14,12 @@ from tpo_core.common import EVAL, prompt_streams
 from tpo_core.empirical import METHODS, write_csv
 from tpo_core.progress import track
 from tpo_core.sharding import deal, gather
-from tpo_core.provenance import CHECKSUMS, code_identity, read_json, sha256_json
+from tpo_core.provenance import checkpoint_id, code_identity, sha256_json
 
 from tpo_core.loading import Study, batching_identity, check_seeds
 from tpo_core.runs import check_run
 
-__all__ = ["gold_on_test", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "win_rates_vs_pi0"]
+__all__ = ["gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "win_rates_vs_pi0"]
 
 
 def gold_on_test(policy, documents, references, *, gold, seed: int, temperature: float,
@@ -50,12 +50,15 @@ def gold_on_test(policy, documents, references, *, gold, seed: int, temperature:
     return np.array([out[i] for i in idx], dtype=float).reshape(len(idx), n_samples)
 
 
-def _gold_on_test(study: Study, policy, seed: int) -> np.ndarray:
-    """:func:`gold_on_test` on the study's test prompts at the preset's sampling settings."""
-    p = study.preset
-    return gold_on_test(policy, [p.prompt_prefix + d for d in study.test.document], list(study.test.summary),
-                        gold=study.gold, seed=10_000 + int(seed), temperature=p.temperature,
-                        max_new_tokens=p.max_new_tokens, n_samples=p.eval_samples)
+def gold_on_prompts(study: Study, policy, seed: int, prompts: pd.DataFrame | None = None,
+                    n_samples: int | None = None) -> np.ndarray:
+    """:func:`gold_on_test` on ``prompts`` (default: the study's test prompts; a frame with ``document`` and
+    ``summary``) at the preset's prompt prefix and sampling settings, ``n_samples`` per prompt (default the
+    preset's ``eval_samples``), with evaluation stream ``seed``. Shape ``(len(prompts), n_samples)``."""
+    p, prompts = study.preset, study.test if prompts is None else prompts
+    return gold_on_test(policy, [p.prompt_prefix + d for d in prompts.document], list(prompts.summary),
+                        gold=study.gold, seed=int(seed), temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                        n_samples=p.eval_samples if n_samples is None else n_samples)
 
 
 def _eval_path(study: Study, name: str, seed: int) -> Path:
@@ -69,12 +72,6 @@ def eval_key(study: Study, seed: int) -> str:
                         "max_new_tokens": p.max_new_tokens, "samples": p.eval_samples, "seed": int(seed),
                         "gold": study.gold_identity,
                         "streams": batching_identity(), "code": code_identity("table1")})[:16]
-
-
-def _checkpoint_id(folder: Path) -> str | None:
-    """Content id of a checkpoint folder: the digest of its ``checksums.json`` (None when it has none)."""
-    sums = read_json(folder / CHECKSUMS)
-    return sha256_json(sums)[:16] if isinstance(sums, dict) and sums else None
 
 
 def _read_eval(path: Path) -> pd.DataFrame | None:
@@ -93,7 +90,7 @@ def _cached_rows(old: pd.DataFrame | None, iteration: int, checkpoint: str | Non
 
 
 def _evaluate(study: Study, policy, seed: int, iteration: int, checkpoint: str, key: str) -> pd.DataFrame:
-    g = _gold_on_test(study, policy, seed)  # (n_prompts, n_samples)
+    g = gold_on_prompts(study, policy, 10_000 + int(seed))  # (n_prompts, n_samples)
     n, m = g.shape
     return pd.DataFrame({"seed": seed, "iteration": iteration, "prompt": np.repeat(np.arange(n), m),
                          "sample": np.tile(np.arange(m), n), "gold": g.ravel(), "checkpoint": checkpoint,
@@ -137,7 +134,7 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
         tpo = _read_eval(_eval_path(study, "tpo", s)) if name != "tpo" else None
         rows, pol = [], None
         for k in done:
-            ck = _checkpoint_id(out_dir / f"iter_{k}")
+            ck = checkpoint_id(out_dir / f"iter_{k}")
             got = _cached_rows(old, k, ck, key, len(study.test) * study.preset.eval_samples)
             if got is None:
                 got = _cached_rows(tpo, k, ck, key, len(study.test) * study.preset.eval_samples)

@@ -30,9 +30,9 @@ from tpo_core.presets import get_preset
 from tpo_core.progress import track
 from tpo_core.runs import run
 from tpo_core.source_measurement import choose_worst_best
-from tpo_core.table1 import gold_on_test
+from tpo_core.table1 import gold_on_prompts
 
-__all__ = ["TUNING_SEEDS", "final_gold", "tune", "pick", "main"]
+__all__ = ["TUNING_SEEDS", "final_gold", "tune", "criterion", "pick", "main"]
 
 #: The seeds of the tuning runs; no preset reports them (tested).
 TUNING_SEEDS = (9001, 9002)
@@ -48,10 +48,7 @@ def final_gold(study: Study, name: str, seed: int, prompts: pd.DataFrame) -> flo
         raise FileNotFoundError(f"run {name!r} seed {seed} has no finished iteration in {study.run_dir(name, seed)}")
     pol = study.new_pi0()
     load_checkpoint(pol.model, last[1])
-    p = study.preset
-    g = gold_on_test(pol, [p.prompt_prefix + d for d in prompts.document], list(prompts.summary), gold=study.gold,
-                     seed=20_000 + int(seed), temperature=p.temperature, max_new_tokens=p.max_new_tokens)
-    return float(g.mean())
+    return float(gold_on_prompts(study, pol, 20_000 + int(seed), prompts, n_samples=1).mean())
 
 
 def tune(preset: str, grid, *, results_root: str | Path = "results", seeds=TUNING_SEEDS, methods=METHODS,
@@ -85,10 +82,16 @@ def tune(preset: str, grid, *, results_root: str | Path = "results", seeds=TUNIN
     return pd.DataFrame(rows)
 
 
+def criterion(table: pd.DataFrame) -> pd.DataFrame:
+    """Per learning rate (rows): each method's mean ``final_gold`` over seeds (columns) and ``criterion``, their
+    mean, each method weighted equally."""
+    per_method = table.groupby(["learning_rate", "method"]).final_gold.mean().unstack()
+    return per_method.assign(criterion=per_method.mean(axis=1))
+
+
 def pick(table: pd.DataFrame) -> float:
-    """The learning rate with the highest criterion: mean ``final_gold`` over seeds, then over methods."""
-    crit = table.groupby(["learning_rate", "method"]).final_gold.mean().groupby("learning_rate").mean()
-    return float(crit.idxmax())
+    """The learning rate with the highest :func:`criterion`."""
+    return float(criterion(table).criterion.idxmax())
 
 
 def main(argv=None) -> None:
@@ -104,8 +107,7 @@ def main(argv=None) -> None:
     from tpo_core.empirical import write_csv
 
     write_csv(table, out)
-    crit = table.groupby(["learning_rate", "method"]).final_gold.mean().unstack()
-    print(crit.assign(criterion=crit.mean(axis=1)).to_string())
+    print(criterion(table).to_string())
     print(f"picked learning rate: {pick(table):g} (written {out})")
 
 
