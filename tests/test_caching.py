@@ -119,14 +119,14 @@ def test_corrupt_or_truncated_checkpoints_are_clear_errors(smoke, tmp_path):
 
 def test_corrupt_pi0_cache_is_a_clear_error(smoke, tmp_path):
     from tpo_core.data import load_debian
-    from tpo_core.policy import SMOKE
-    from tpo_core.sft import cache_folder, data_sha256, train_sft
+    from tpo_core.policy_config import SMOKE
+    from tpo_core.sft import cache_folder, data_sha256, recipe_identity, train_sft
 
     sft = load_debian("sft").iloc[:200]
     train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)
     folder = cache_folder(tmp_path, SMOKE, data_sha256(sft))
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["code"] == provenance.code_identity("sft")
+    assert manifest["code"] == recipe_identity(SMOKE)["code"] == provenance.code_identity("sft_recipe")
     _flip(folder / "model.safetensors")
     with pytest.raises(CorruptFileError, match=f"Delete {folder}"):
         train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)

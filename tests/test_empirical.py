@@ -136,7 +136,7 @@ class LengthGold:
 
 @pytest.fixture(scope="module")
 def smoke_setup(tmp_path_factory):
-    from tpo_core import policy as P
+    from tpo_core import policy_config as P
     from tpo_core import sft as F
     from tpo_core.sources import make_source
 

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from tpo_core import policy as P
+from tpo_core import policy_config as C
+from tpo_core import sft_recipe as R
 from tpo_core import sft as F
 from tpo_core.data import load_debian
 
@@ -19,32 +21,32 @@ def train_df():
 @pytest.fixture(scope="module")
 def trained(train_df, tmp_path_factory):
     cache = tmp_path_factory.mktemp("pi0cache")
-    return F.train_sft(P.SMOKE, train_df, cache_dir=cache, progress=False), cache
+    return F.train_sft(C.SMOKE, train_df, cache_dir=cache, progress=False), cache
 
 
 def test_smoke_trains_and_loss_decreases(trained, train_df):
     pol, cache = trained
-    manifest = F.read_manifest(cache, P.SMOKE, train_df)
+    manifest = F.read_manifest(cache, C.SMOKE, train_df)
     curve = manifest["loss_curve"]
     assert curve[-1] < curve[0] - 0.5
     assert manifest["data_sha256"] == F.data_sha256(train_df) and manifest["train_wall_s"] < 30
-    assert [p.name for p in cache.iterdir()] == [f"smoke-{F.cache_key(P.SMOKE, F.data_sha256(train_df))}"]
+    assert [p.name for p in cache.iterdir()] == [f"smoke-{F.cache_key(C.SMOKE, F.data_sha256(train_df))}"]
 
 
 def test_cache_reuse_and_invalidation(trained, train_df, monkeypatch):
     pol, cache = trained
     calls = []
-    real_fit = F._fit
-    monkeypatch.setattr(F, "_fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
-    again = F.train_sft(P.SMOKE, train_df, cache_dir=cache, progress=False)
+    real_fit = F.fit
+    monkeypatch.setattr(F, "fit", lambda *a, **k: calls.append(1) or real_fit(*a, **k))
+    again = F.train_sft(C.SMOKE, train_df, cache_dir=cache, progress=False)
     assert calls == []  # loaded, not trained
     docs, resp = list(train_df.document[:3]), list(train_df.summary[:3])
     with torch.no_grad():
         assert torch.equal(again.sequence_logprobs(docs, resp), pol.sequence_logprobs(docs, resp))
-    F.train_sft(replace(P.SMOKE, steps=2), train_df, cache_dir=cache, progress=False)  # config change
+    F.train_sft(replace(C.SMOKE, steps=2), train_df, cache_dir=cache, progress=False)  # config change
     changed = train_df.copy()
     changed.loc[0, "summary"] += " x"
-    F.train_sft(replace(P.SMOKE, steps=2), changed, cache_dir=cache, progress=False)  # data change
+    F.train_sft(replace(C.SMOKE, steps=2), changed, cache_dir=cache, progress=False)  # data change
     assert len(calls) == 2
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 3
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
@@ -56,7 +58,7 @@ def test_interrupted_training_leaves_no_cache(train_df, tmp_path, monkeypatch):
 
     monkeypatch.setattr(P.Policy, "save", boom)
     with pytest.raises(KeyboardInterrupt):
-        F.train_sft(replace(P.SMOKE, steps=2), train_df, cache_dir=tmp_path, progress=False)
+        F.train_sft(replace(C.SMOKE, steps=2), train_df, cache_dir=tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,12 +79,12 @@ def test_sequence_logprobs_match_manual(trained, train_df):
     docs, resp = list(train_df.document[:4]), ["a b", "library for x", "", "tool"]
     batch = pol.encode(docs, resp)
     assert set(batch) == {"input_ids", "attention_mask", "labels"}
-    assert (batch["labels"] == -100).any() and batch["input_ids"].shape[1] <= P.SMOKE.max_source_tokens
+    assert (batch["labels"] == -100).any() and batch["input_ids"].shape[1] <= C.SMOKE.max_source_tokens
     with torch.no_grad():
         got = pol.sequence_logprobs(docs, resp)
         manual = []
         for d, r in zip(docs, resp):
-            ids = pol.tokenizer([d], truncation=True, max_length=P.SMOKE.max_source_tokens,
+            ids = pol.tokenizer([d], truncation=True, max_length=C.SMOKE.max_source_tokens,
                                 return_tensors="pt")
             y = pol.tokenizer([r], return_tensors="pt")["input_ids"]
             logits = pol.model(input_ids=ids["input_ids"], labels=y).logits[0]
@@ -114,9 +116,9 @@ def test_bad_input(trained, train_df):
     with pytest.raises(ValueError):
         pol.sequence_logprobs(["a", "b"], ["x"])
     with pytest.raises(ValueError):
-        F.train_sft(P.SMOKE, pd.DataFrame({"document": []}), cache_dir="/nonexistent")
+        F.train_sft(C.SMOKE, pd.DataFrame({"document": []}), cache_dir="/nonexistent")
     with pytest.raises(ValueError):
-        replace(P.SMOKE, d_model=30, num_heads=4)
+        replace(C.SMOKE, d_model=30, num_heads=4)
 
 
 def test_minilm_embedding_init(train_df):
@@ -126,8 +128,8 @@ def test_minilm_embedding_init(train_df):
         assets.minilm_path()
     except (FileNotFoundError, ValueError) as exc:
         pytest.skip(f"all-MiniLM-L6-v2 not available: {exc}")
-    tok = F._train_tokenizer(P.SMOKE, list(train_df.document) + list(train_df.summary))
-    emb = F._minilm_embeddings(tok, 32, torch.Generator().manual_seed(0))
+    tok = R._train_tokenizer(C.SMOKE, list(train_df.document) + list(train_df.summary))
+    emb = R._minilm_embeddings(tok, 32, torch.Generator().manual_seed(0), assets.minilm_path())
     assert emb.shape == (len(tok), 32) and torch.isfinite(emb).all()
     pairs = [tok.convert_tokens_to_ids([w, w.capitalize()]) for w in ("▁library", "▁python", "▁the")]
     pairs = [p for p in pairs if tok.unk_token_id not in p]
@@ -202,3 +204,27 @@ def test_sampler_draws_from_the_same_distribution_as_generate(trained, train_df)
         assert ks_2samp(lp_o, lp_t).pvalue > 1e-3
         assert ks_2samp(len_o, len_t).pvalue > 1e-3
         assert ks_2samp(lp_h, lp_t).pvalue < 1e-3
+
+
+@pytest.mark.parametrize("edited, retrains", [("sft_recipe", True), ("policy_config", True), ("logprobs", True),
+                                              ("policy", False), ("sft", False), ("provenance", False),
+                                              ("common", False), ("assets", False)])
+def test_pi0_key_follows_the_recipe_code_only(edited, retrains, monkeypatch, train_df):
+    """An edit to the code that computes pi_0's weights changes its cache key; an edit to the policy's
+    sampling, the cache, the provenance helpers or the asset loaders does not."""
+    from tpo_core import provenance
+
+    sha = F.data_sha256(train_df)
+    before = F.cache_key(C.EMBEDDED, sha)
+    real = provenance._module_text
+    monkeypatch.setattr(provenance, "_module_text", lambda m: real(m) + ("EDIT" if m == edited else ""))
+    assert (F.cache_key(C.EMBEDDED, sha) != before) == retrains
+
+
+def test_pi0_key_follows_the_minilm_files(monkeypatch, train_df):
+    """The MiniLM files the embedding init reads are part of the key (only when the init uses them)."""
+    sha = F.data_sha256(train_df)
+    before, smoke = F.cache_key(C.EMBEDDED, sha), F.cache_key(C.SMOKE, sha)
+    monkeypatch.setattr(F, "MINILM_SHA256", {**F.MINILM_SHA256, "config.json": "0" * 64})
+    assert F.cache_key(C.EMBEDDED, sha) != before
+    assert F.cache_key(C.SMOKE, sha) == smoke  # minilm_init=False

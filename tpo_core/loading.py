@@ -129,7 +129,7 @@ def _splits(preset: Preset, model_paths: dict) -> tuple[pd.DataFrame, pd.DataFra
 
 
 def _policy_config(preset: Preset):
-    from tpo_core import policy as P
+    from tpo_core import policy_config as P
 
     name = preset.policy.split(":", 1)[1]
     configs = {"embedded": P.EMBEDDED, "smoke": P.SMOKE}
