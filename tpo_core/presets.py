@@ -129,7 +129,7 @@ _EMBEDDED = Preset(
         "data": "Debian package descriptions -> one-line synopsis (XSum needs the Hub)",
         "policy": "a small T5 trained once by SFT on 2 CPU cores (T5-small is on the Hub only)",
         "gold": "all-mpnet-base-v2 similarity to the human synopsis, in bf16 on CPUs with native bf16 (the Llama-3 RM is on the Hub only)",
-        "sizes": "64 prompts/iteration, pool 16, 5 seeds (3 for ablations), 200 test prompts: an hour on 2 cores",
+        "sizes": "64 prompts/iteration, pool 16, 5 seeds (also for the ablations and the IPO runs), 200 test prompts",
         "arms": "the LLM sources are measured but not transferred from (too slow to score every iteration)",
         "learning_rate": "1e-3 for the 3M-parameter policy, from a pilot made before the tuning protocol existed "
                          "(5e-5 moved it by nothing; 3e-3 overshot); `nox -s tune` reruns the choice by the protocol",
