@@ -26,6 +26,9 @@ judged and the key of the evaluation settings::
     results/<preset>/eval/<run>/seed_<s>.csv     gold reward of one sampled response per test prompt,
                                                  with the checkpoint's sha256 and the evaluation key
     results/<preset>/table1.csv                  baseline, iteration, win_rate_mean, ci_low, ci_high, ...
+    results/<preset>/mechanism/<run>/seed_<s>.csv  per pair: r*, log-probabilities before and after, lengths
+    results/<preset>/mechanism/summary.csv     per method, iteration and statistic: mean and 95% CI (notebook 07)
+    results/<preset>/mechanism/experiment.csv  TPO vs no-transfer with DPO and with IPO (notebook 07)
 
 A *run* is a method plus its settings: the paper's four methods, and the ablations of :data:`RUNS`.
 
