@@ -4,6 +4,7 @@ matches (tpo_core.provenance), weights are verified before loading, bad values f
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import jupytext
 import numpy as np
@@ -208,6 +209,40 @@ def test_reproduce_rejects_an_undeclared_parameter(tmp_path):
     assert not (tmp_path / "ex").exists() and not (tmp_path / "res").exists()
     nb = jupytext.read(reproduce.ROOT / "notebooks" / "01_source_rms.md")
     assert {"preset", "n_prompts", "seed", "results_dir"} <= reproduce.declared_parameters(nb)
+
+
+def test_reproduce_settings_parse_as_literals():
+    assert reproduce.parse_settings(["seeds=[1, 2]", "preset=smoke", "n_boot=200", "x='a=b'", "y=None"]) == {
+        "seeds": [1, 2], "preset": "smoke", "n_boot": 200, "x": "a=b", "y": None}
+    for bad in (["seeds"], ["=3"], ["two words=1"]):
+        with pytest.raises(ValueError, match="NAME=VALUE"):
+            reproduce.parse_settings(bad)
+
+
+def test_reproduce_settings_reach_exactly_the_notebooks_that_declare_them(tmp_path, monkeypatch):
+    """``--set`` passes a parameter to every notebook declaring it, changes that notebook's key, and is refused
+    when no notebook run declares it."""
+    import papermill
+
+    seen = {}
+
+    def fake_execute(src, out, parameters, **kw):  # records the parameters instead of running the kernel
+        seen[Path(src).stem] = dict(parameters)
+        shutil.copy(src, out)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    kw = dict(quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")
+    settings = {"ablation_seeds": 2, "n_boot": 300}
+    for name in ("03_empirical_tpo", "04_table1"):
+        reproduce.run_notebook(reproduce._spec(name), settings=settings, **kw)
+    assert seen["03_empirical_tpo"]["ablation_seeds"] == 2 and "n_boot" not in seen["03_empirical_tpo"]
+    assert seen["04_table1"]["ablation_seeds"] == 2 and seen["04_table1"]["n_boot"] == 300
+    plain = reproduce.run_notebook(reproduce._spec("04_table1"), **kw)
+    assert seen["04_table1"]["n_boot"] == 200 and not plain.get("skipped")  # another key: rerun
+    with pytest.raises(SystemExit):
+        reproduce.main(["--only", "00_theory", "--no-book", "--set", "ablation_seeds=5"])
+    with pytest.raises(SystemExit):
+        reproduce.main(["--only", "04_table1", "--no-book", "--set", "results_dir=x"])
 
 
 def test_a_failed_notebook_leaves_nothing_in_the_book(tmp_path):

@@ -135,11 +135,28 @@ def _spec(name: str) -> NotebookSpec:
     raise ValueError(f"unknown notebook {name!r}; known: {[s.name for s in NOTEBOOKS]}")
 
 
+def parse_settings(items) -> dict:
+    """``["seeds=[1, 2]", "preset=smoke"]`` -> ``{"seeds": [1, 2], "preset": "smoke"}``: each value is read as a
+    Python literal (numbers, lists, ``None``, quoted strings), else kept as the string written."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ValueError(f"a setting is NAME=VALUE, got {item!r}")
+        try:
+            out[name.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[name.strip()] = value
+    return out
+
+
 def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False,
                  root: Path = ROOT, executed_dir: Path | None = None,
-                 results_dir: Path | None = None, progress: bool = False) -> dict:
+                 results_dir: Path | None = None, progress: bool = False, settings: dict | None = None) -> dict:
     """Execute one notebook (unless a matching finished run exists) and return its manifest.
 
+    ``settings``: parameter values applied when the notebook's ``parameters`` cell declares them (others are
+    ignored here; :func:`main` refuses a setting that no notebook declares). They come after ``--quick``'s.
     ``progress`` shows papermill's cell progress bar (cells done, elapsed, estimated time left) on stderr."""
     import jupytext
     import papermill
@@ -155,8 +172,10 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     source = source_path.read_text()
     notebook = jupytext.read(source_path)
     shown_dir = os.path.relpath(results_dir, root) if results_dir.is_relative_to(root) else str(results_dir)
-    params = {**(spec.quick if quick else spec.params), "results_dir": shown_dir}
-    unknown = set(params) - declared_parameters(notebook)
+    declared = declared_parameters(notebook)
+    params = {**(spec.quick if quick else spec.params),
+              **{k: v for k, v in (settings or {}).items() if k in declared}, "results_dir": shown_dir}
+    unknown = set(params) - declared
     if unknown:
         raise ValueError(f"{spec.name}: unknown parameter(s) {sorted(unknown)}; the notebook's parameters cell "
                          f"declares {sorted(declared_parameters(notebook))}")
@@ -245,16 +264,32 @@ def main(argv: list[str] | None = None) -> None:
                         help="where results and manifests go (default: results/)")
     parser.add_argument("--executed-dir", type=Path, default=None,
                         help="where executed notebooks go (default: book/executed/; another needs --no-book)")
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="settings",
+                        help="a parameter for every notebook that declares it, e.g. --set 'seeds=[100, 200, 300]' "
+                             "(repeatable; the value is a Python literal or a plain string)")
     args = parser.parse_args(argv)
     if args.executed_dir is not None and not args.no_book:
         parser.error("--executed-dir needs --no-book: the book is built from book/executed/")
-
     specs = [_spec(n) for n in args.only] if args.only else NOTEBOOKS
+    try:
+        settings = parse_settings(args.settings)
+    except ValueError as err:
+        parser.error(str(err))
+    if "results_dir" in settings:
+        parser.error("--set results_dir=...: use --results-dir")
+    if settings:
+        import jupytext
+
+        declared = set().union(*(declared_parameters(jupytext.read(ROOT / "notebooks" / f"{s.name}.md"))
+                                 for s in specs))
+        unused = sorted(set(settings) - declared)
+        if unused:
+            parser.error(f"no notebook run here declares {unused}")
     total = time.time()
     timings = []
     for spec in specs:
         manifest = run_notebook(spec, quick=args.quick, force=args.force, executed_dir=args.executed_dir,
-                                results_dir=args.results_dir, progress=not args.no_progress)
+                                results_dir=args.results_dir, progress=not args.no_progress, settings=settings)
         timings.append((spec.name, "skipped" if manifest.get("skipped") else f"{manifest['seconds']:.1f} s"))
     if not args.no_book:
         t0 = time.time()
