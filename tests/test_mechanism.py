@@ -65,9 +65,30 @@ def test_summarize_means_over_seeds(trained):
     diag = M.pair_diagnostics(trained, ["no-transfer", "exploit-best"])
     logs = S.training_logs(trained, ["no-transfer", "exploit-best"])
     summ = M.summarize(diag, logs)
-    assert set(summ.statistic) == set(M.PAIR_COLUMNS) | {"distinct_2", "loss", "accuracy"}
-    assert (summ.n_seeds == len(trained.preset.seeds)).all()
+    assert set(summ.statistic) == set(M.PAIR_COLUMNS) | {"distinct_2", "loss", "accuracy", "gold_chosen_transferred",
+                                                           "gold_chosen_online"}
+    by_origin = summ.statistic.isin(["gold_chosen_transferred", "gold_chosen_online"])  # only seeds with such pairs
+    assert (summ[~by_origin].n_seeds == len(trained.preset.seeds)).all()
     assert summ.ci_low.isna().all()  # 2 smoke seeds: no interval
     one = summ[(summ.method == "exploit-best") & (summ.iteration == 1) & (summ.statistic == "gold_margin")]
     d = diag[(diag.method == "exploit-best") & (diag.iteration == 1)]
     assert one["mean"].item() == pytest.approx(d.groupby("seed").gold_margin.mean().mean())
+    # no-transfer never transfers: no seed has a transferred chosen response, and its online ones are all of them
+    nt = summ[(summ.method == "no-transfer") & (summ.iteration == 1)].set_index("statistic")
+    assert nt.loc["gold_chosen_transferred", "n_seeds"] == 0 and np.isnan(nt.loc["gold_chosen_transferred", "mean"])
+    assert nt.loc["gold_chosen_online", "mean"] == pytest.approx(nt.loc["gold_chosen", "mean"])
+
+
+def test_summarize_splits_the_chosen_by_origin():
+    """r* of the chosen responses by origin: per seed among that seed's pairs of that origin, then over seeds."""
+    diag = pd.DataFrame({"method": "tpo", "iteration": 1, "seed": [1, 1, 1, 2, 2],
+                         "chosen_transferred": [True, False, False, True, True],
+                         "gold_chosen": [0.9, 0.2, 0.4, 0.5, 0.7], "chosen": ["a b", "c d", "e f", "g h", "i j"]})
+    for col in set(M.PAIR_COLUMNS) - set(diag):
+        diag[col] = 0.0
+    summ = M.summarize(diag).set_index("statistic")
+    assert summ.loc["gold_chosen_transferred", "mean"] == pytest.approx((0.9 + 0.6) / 2)
+    assert summ.loc["gold_chosen_transferred", "n_seeds"] == 2
+    assert summ.loc["gold_chosen_online", "mean"] == pytest.approx(0.3)  # seed 2 has no online chosen
+    assert summ.loc["gold_chosen_online", "n_seeds"] == 1
+    assert summ.loc["chosen_transferred", "mean"] == pytest.approx((1 / 3 + 1) / 2)

@@ -156,7 +156,8 @@ def summarize(diag: pd.DataFrame, logs: pd.DataFrame | None = None, *, confidenc
     """Per run (``method``), iteration and statistic: the mean over seeds of the per-seed means, its
     t-interval across seeds (:func:`tpo_core.evaluation.t_interval`; NaN with fewer than 3 seeds) and the
     number of seeds. Statistics: :data:`PAIR_COLUMNS` (``chosen_transferred`` as a share), ``distinct_2``
-    of the chosen responses and, with ``logs`` (:func:`tpo_core.runs.training_logs`), the last logged
+    of the chosen responses, ``gold_chosen_transferred`` and ``gold_chosen_online`` (the mean r* of the chosen
+    responses that came from a source, and of those that did not; seeds without such pairs are left out) and, with ``logs`` (:func:`tpo_core.runs.training_logs`), the last logged
     ``loss`` and ``accuracy`` of the iteration. Long format: method, iteration, statistic, mean, ci_low,
     ci_high, n_seeds."""
     if diag.empty:
@@ -165,6 +166,8 @@ def summarize(diag: pd.DataFrame, logs: pd.DataFrame | None = None, *, confidenc
     per_seed = diag.groupby(keys)[list(PAIR_COLUMNS)].mean()
     per_seed["chosen_transferred"] = diag.groupby(keys).chosen_transferred.mean()
     per_seed["distinct_2"] = diag.groupby(keys).chosen.agg(lambda t: distinct_n(list(t), 2))
+    for origin, flag in (("transferred", True), ("online", False)):  # NaN for a seed without such pairs
+        per_seed[f"gold_chosen_{origin}"] = diag[diag.chosen_transferred == flag].groupby(keys).gold_chosen.mean()
     if logs is not None and not logs.empty:
         last = logs.sort_values("step").groupby(keys)[["loss", "accuracy"]].last()
         per_seed = per_seed.join(last, how="left")
