@@ -178,7 +178,7 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     unknown = set(params) - declared
     if unknown:
         raise ValueError(f"{spec.name}: unknown parameter(s) {sorted(unknown)}; the notebook's parameters cell "
-                         f"declares {sorted(declared_parameters(notebook))}")
+                         f"declares {sorted(declared)}")
     code = _code_of(notebook)
     named = {m for m in re.findall(r"tpo_core\.(\w+)", code) if (PACKAGE / f"{m}.py").is_file()}
     library = code_identity(*named, source=code)  # imported modules, and those run as `-m tpo_core.X`
