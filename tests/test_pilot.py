@@ -1,0 +1,144 @@
+"""The pilot (tpo_core.pilot): unreported seeds and prompts, exact reuse, the noise split and the design pick."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tpo_core import pilot as PL
+from tpo_core import power, presets, tuning
+from tpo_core import study as S
+
+SETTINGS = {"preset": {}, "prompts_4": {"prompts_per_iteration": 4}}
+
+
+def test_pilot_seeds_are_neither_reported_nor_tuning_seeds(tmp_path):
+    for name in presets.PRESETS:
+        assert not set(PL.PILOT_SEEDS) & set(presets.get_preset(name).seeds), name
+    assert not set(PL.PILOT_SEEDS) & set(tuning.TUNING_SEEDS)
+    with pytest.raises(ValueError, match="reported or tuning"):
+        PL.pilot("smoke", SETTINGS, results_root=tmp_path, seeds=[presets.get_preset("smoke").seeds[0], 9101])
+    with pytest.raises(ValueError, match="reported or tuning"):
+        PL.pilot("smoke", SETTINGS, results_root=tmp_path, seeds=[tuning.TUNING_SEEDS[0], 9101])
+    with pytest.raises(ValueError, match="at least 2 distinct"):
+        PL.pilot("smoke", SETTINGS, results_root=tmp_path, seeds=[9101, 9101])
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({}, "non-empty"), ({"Bad-Label": {}}, "lower-case"), ({"ok": [1]}, "must be a dict"),
+    ({"ok": {"seeds": (1, 2)}}, "may not set"), ({"ok": {"eval_samples": 4}}, "may not set")])
+def test_bad_settings_fail_before_any_compute(tmp_path, settings, match):
+    with pytest.raises(ValueError, match=match):
+        PL.pilot("smoke", settings, results_root=tmp_path)
+
+
+def test_on_held_out_never_touches_the_reported_test_prompts(tmp_path):
+    study = S.load_study("smoke", results_root=tmp_path, with_models=False)
+    held = PL.on_held_out(study, 5)
+    assert len(held.test) == min(5, len(study.held_out))
+    assert not set(held.test.document) & set(study.test.document)
+    assert held.data_identity["test"] != study.data_identity["test"]
+    assert held.data_identity["online"] == study.data_identity["online"]
+
+
+def test_sd_interval_is_the_chi_square_interval():
+    lo, hi = PL.sd_interval(2.0, 5)
+    # df = 4: chi2 quantiles 11.1433 (0.975) and 0.48442 (0.025)
+    assert lo == pytest.approx(2.0 * math.sqrt(4 / 11.1433), rel=1e-4)
+    assert hi == pytest.approx(2.0 * math.sqrt(4 / 0.48442), rel=1e-4)
+    assert lo < 2.0 < hi and hi / lo > 4  # five seeds: a factor of about two either way
+    lo50, hi50 = PL.sd_interval(2.0, 50)
+    assert lo < lo50 < 2.0 < hi50 < hi
+    # coverage: the interval holds the true sd in ~95% of normal samples of 5
+    rng = np.random.default_rng(0)
+    sds = rng.normal(0, 3.0, size=(4000, 5)).std(axis=1, ddof=1)
+    cover = np.mean([lo <= 3.0 <= hi for lo, hi in (PL.sd_interval(s, 5) for s in sds)])
+    assert abs(cover - 0.95) < 0.015
+    assert all(math.isnan(v) for v in PL.sd_interval(2.0, 1))
+
+
+def test_summarize_is_the_variance_split_in_points():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, size=(5, 40)) / 2
+    runs = pd.DataFrame({"setting": "a", "method": ["tpo", "no-transfer"] * 5, "seed": np.repeat(np.arange(5), 2),
+                         "seconds": np.arange(10, dtype=float), "final_gold": 0.0})
+    row = PL.summarize(runs, {"a": x}).iloc[0]
+    split = power.variance_split(x)
+    for k in ("sd_between", "sd_eval", "sd_train"):
+        assert row[k] == pytest.approx(100 * split[k])
+    assert row.win_rate == pytest.approx(100 * x.mean())
+    assert row.seconds_per_seed == pytest.approx(np.mean([0 + 1, 2 + 3, 4 + 5, 6 + 7, 8 + 9]))
+    nan = PL.summarize(runs.assign(seconds=np.where(runs.index == 3, np.nan, runs.seconds)), {"a": x}).iloc[0]
+    assert math.isnan(nan.seconds_per_seed)  # a seed without a timing leaves the setting unpriced
+
+
+def _summary(**kw):
+    base = {"setting": "a", "win_rate": 50.0, "sd_between": 5.0, "sd_eval": 3.0, "sd_train": 4.0, "n_seeds": 5,
+            "n_prompts": 100, "sd_between_low": 3.0, "sd_between_high": 14.0, "seconds_per_seed": 200.0}
+    return {**base, **kw}
+
+
+def test_designs_price_each_setting_and_choose_the_smallest_mde_that_fits():
+    summary = pd.DataFrame([_summary(), _summary(setting="b", sd_train=1.0, seconds_per_seed=400.0),
+                            _summary(setting="c", seconds_per_seed=float("nan"))])
+    table = PL.designs(summary, n_prompts=100, samples=2, seconds_fixed=600.0, seconds_per_response=0.05,
+                       seeds_grid=(5, 10), prompts_grid=(200,), samples_grid=(1, 2))
+    assert set(table.setting) == {"a", "b"}  # c has no timing
+    one = table[(table.setting == "a") & (table.n_seeds == 10) & (table.eval_samples == 1)].iloc[0]
+    # 4 methods at the mean of the pilot's two runs; 4 x 3 + 1 checkpoints of 200 responses each
+    assert one.minutes == pytest.approx((600 + 10 * (2 * 200 + 13 * 200 * 0.05)) / 60)
+    assert one.sd_between == pytest.approx(math.sqrt(16 + 9 * 100 * 2 / 200))
+    pick = PL.choose(table, 60.0)
+    fits = table[table.minutes <= 60]
+    assert pick.mde == fits.mde.min() and pick.minutes <= 60
+    assert PL.choose(table, 1.0) is None
+    with pytest.raises(ValueError, match="no setting has timings"):
+        PL.designs(summary.iloc[2:], n_prompts=100, samples=2, seconds_fixed=0.0, seconds_per_response=0.05)
+
+
+def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, monkeypatch):
+    S.measure_sources(S.load_study("smoke", results_root=tmp_path), n_prompts=6, seed=0)
+    runs, outcomes = PL.pilot("smoke", SETTINGS, results_root=tmp_path, seeds=[9101, 9102], n_prompts=4,
+                              eval_samples=2, progress=False)
+    assert list(runs.columns) == ["setting", "method", "seed", "seconds", "final_gold"] and len(runs) == 8
+    assert (runs.seconds > 0).all() and np.isfinite(runs.final_gold).all()
+    assert set(outcomes) == set(SETTINGS) and all(x.shape == (2, 4) for x in outcomes.values())
+    ident = json.loads((tmp_path / "pilot" / "prompts_4" / "smoke" / "runs" / "tpo" / "seed_9101"
+                        / "identity.json").read_text())
+    assert ident["preset"]["prompts_per_iteration"] == 4 and ident["seed"] == 9101
+    # the cached evaluation is what a fresh evaluation of the final checkpoint gives
+    study = PL.on_held_out(S.load_study("smoke", results_root=tmp_path / "pilot" / "preset", sources="arms",
+                                        seeds=(9101, 9102), eval_samples=2), 4)
+    from tpo_core.trainer import load_checkpoint
+
+    pol = study.new_pi0()
+    load_checkpoint(pol.model, study.run_dir("no-transfer", 9102) / f"iter_{study.preset.n_iterations}")
+    fresh = S.gold_on_prompts(study, pol, 30_000 + 9102)
+    np.testing.assert_array_equal(PL.final_gold_matrix(study, "no-transfer", 9102), fresh)
+    # a rerun trains and judges nothing, and reports the recorded seconds
+    from tpo_core import trainer
+
+    monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr(PL, "gold_on_prompts", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-judged")))
+    again, outcomes2 = PL.pilot("smoke", SETTINGS, results_root=tmp_path, seeds=[9101, 9102], n_prompts=4,
+                                eval_samples=2, progress=False)
+    pd.testing.assert_frame_equal(again, runs)
+    for k in outcomes:
+        np.testing.assert_array_equal(outcomes2[k], outcomes[k])
+
+
+def test_a_resumed_run_has_no_timing(tmp_path):
+    import shutil
+
+    S.measure_sources(S.load_study("smoke", results_root=tmp_path), n_prompts=6, seed=0)
+    study = PL.on_held_out(S.load_study("smoke", results_root=tmp_path / "p", sources="arms", seeds=(9101,),
+                                        eval_samples=1), 3)
+    assert PL.timed_run(study, "no-transfer", 9101) > 0
+    out = study.run_dir("no-transfer", 9101)
+    shutil.rmtree(out / f"iter_{study.preset.n_iterations}")  # as if killed during the last iteration
+    assert math.isnan(PL.timed_run(study, "no-transfer", 9101))
+    assert math.isnan(PL.timed_run(study, "no-transfer", 9101))  # and it stays unknown once finished

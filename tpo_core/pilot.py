@@ -1,0 +1,217 @@
+"""The pilot: how much training noise each setting leaves in a Table 1 cell, on seeds and prompts the book
+does not report, and the design that detects the smallest effect within a time budget.
+
+1. **Seeds**: :data:`PILOT_SEEDS`, disjoint from every preset's reported seeds and from the tuning seeds.
+2. **Prompts**: the first ``n_prompts`` of the study's held-out prompts (:attr:`tpo_core.loading.Study.held_out`:
+   no document of the reported test prompts among them).
+3. **Runs**: for each *setting* (a label and preset-field overrides, e.g. ``{"prompts_per_iteration": 128}``;
+   ``{}`` is the preset itself), TPO and no-transfer run the preset's iterations on every pilot seed with the
+   study's own code (:func:`tpo_core.runs.run`), in a results tree of their own
+   (``<results>/pilot/<label>/``), each run timed (:func:`timed_run`).
+4. **Evaluation**: each final policy samples ``eval_samples`` responses per pilot prompt with the evaluation
+   stream ``30_000 + seed`` (common random numbers between the two methods); the TPO-vs-no-transfer outcomes
+   (:func:`tpo_core.evaluation.pairwise_outcomes`), shape ``(n_seeds, n_prompts)``, give the cell's
+   between-seed sd and its split into evaluation and training noise (:func:`tpo_core.power.variance_split`).
+5. **Design**: for every setting, :func:`tpo_core.power.design_table` prices (seeds, test prompts, samples per
+   prompt) with that setting's training noise and timings; :func:`choose` picks the design with the
+   smallest MDE within the budget.
+
+A between-seed sd from 5 seeds is itself uncertain by a factor of about two (:func:`sd_interval`), so the
+pilot ranks settings only where their sds differ by more than that.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from tpo_core import power
+from tpo_core.evaluation import pairwise_outcomes
+from tpo_core.loading import Study, load_study
+from tpo_core.presets import get_preset
+from tpo_core.provenance import canonical, checkpoint_id, read_json, sha256_json, write_atomic
+from tpo_core.runs import run, run_identity
+from tpo_core.table1 import gold_on_prompts
+from tpo_core.tuning import TUNING_SEEDS
+
+__all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "timed_run", "final_gold_matrix", "pilot",
+           "summarize", "sd_interval", "designs", "choose"]
+
+#: The seeds of the pilot runs; no preset reports them, and they are not the tuning seeds (tested).
+PILOT_SEEDS = (9101, 9102, 9103, 9104, 9105)
+
+#: The two runs of the pilot's cell: Table 1's first comparison.
+METHODS = ("tpo", "no-transfer")
+
+#: Preset fields the pilot itself sets, so a setting may not override them.
+CONTROLLED = frozenset({"seeds", "n_test_prompts", "eval_samples", "name"})
+
+_LABEL = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+def on_held_out(study: Study, n_prompts: int) -> Study:
+    """``study`` with its test prompts replaced by the first ``n_prompts`` held-out prompts (and its test data
+    identity recomputed), so that nothing of the pilot touches the reported test prompts."""
+    from tpo_core.sft import data_sha256
+
+    if study.held_out.empty:
+        raise ValueError(f"preset {study.preset.name!r} has no held-out prompts beside its test prompts")
+    test = study.held_out.iloc[:min(int(n_prompts), len(study.held_out))].reset_index(drop=True)
+    prefix = study.preset.prompt_prefix
+    return replace(study, test=test, data_identity={
+        **study.data_identity, "test": data_sha256(test.assign(document=[prefix + d for d in test.document]))})
+
+
+def timed_run(study: Study, name: str, seed: int) -> float:
+    """:func:`tpo_core.runs.run`, and its wall seconds. The seconds are recorded beside the run
+    (``pilot_seconds.json``, with the run's identity), so a run already trained reports the time it took
+    then; NaN when it was trained without a record or resumed from an interrupted start."""
+    out_dir = study.run_dir(name, seed)
+    path = out_dir / "pilot_seconds.json"
+    identity = canonical(run_identity(study, name, seed))
+    same = read_json(out_dir / "identity.json") == identity
+    if same and (out_dir / f"iter_{study.preset.n_iterations}").is_dir():
+        run(study, name, seed)  # verifies and loads; nothing to train
+        recorded = read_json(path)
+        return float(recorded["seconds"]) if isinstance(recorded, dict) and recorded.get("identity") == identity \
+            else float("nan")
+    fresh = not same or not any((out_dir / f"iter_{k}").is_dir() for k in range(1, study.preset.n_iterations + 1))
+    t0 = time.perf_counter()
+    run(study, name, seed)
+    seconds = time.perf_counter() - t0 if fresh else float("nan")
+    write_atomic(path, json.dumps({"identity": identity, "seconds": seconds}) + "\n")
+    return seconds
+
+
+def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
+    """r* of ``eval_samples`` responses per test prompt from run ``name``'s final policy, shape
+    ``(n_prompts, eval_samples)``, with the evaluation stream ``30_000 + seed``. Cached beside the run
+    (``pilot_eval.json``), reused only for the same checkpoint weights and evaluation settings."""
+    from tpo_core.trainer import load_checkpoint
+
+    out_dir = study.run_dir(name, seed)
+    final = out_dir / f"iter_{study.preset.n_iterations}"
+    p = study.preset
+    key = sha256_json({"checkpoint": checkpoint_id(final), "test": study.data_identity.get("test"),
+                       "samples": p.eval_samples, "temperature": p.temperature, "max_new_tokens": p.max_new_tokens,
+                       "gold": study.gold_identity, "seed": int(seed)})
+    path = out_dir / "pilot_eval.json"
+    cached = read_json(path)
+    if isinstance(cached, dict) and cached.get("key") == key:
+        return np.asarray(cached["gold"], dtype=float)
+    pol = study.new_pi0()
+    load_checkpoint(pol.model, final, rebuild=f"Delete {out_dir} and rerun the pilot.")
+    gold = gold_on_prompts(study, pol, 30_000 + int(seed))
+    write_atomic(path, json.dumps({"key": key, "gold": gold.tolist()}) + "\n")
+    return gold
+
+
+def _check_settings(settings: dict) -> dict:
+    if not isinstance(settings, dict) or not settings:
+        raise ValueError(f"settings must be a non-empty dict label -> preset overrides, got {settings!r}")
+    for label, overrides in settings.items():
+        if not isinstance(label, str) or not _LABEL.match(label):
+            raise ValueError(f"setting label {label!r} must be lower-case letters, digits and _ (a folder name)")
+        if not isinstance(overrides, dict):
+            raise ValueError(f"setting {label!r}: overrides must be a dict, got {overrides!r}")
+        if CONTROLLED & set(overrides):
+            raise ValueError(f"setting {label!r} may not set {sorted(CONTROLLED & set(overrides))}: the pilot sets them")
+    return settings
+
+
+def pilot(preset: str, settings: dict, *, results_root: str | Path = "results", seeds=PILOT_SEEDS,
+          n_prompts: int = 100, eval_samples: int = 2, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Steps 1-4 of the module docstring for every setting.
+
+    Returns ``(runs, outcomes)``: ``runs`` has one row per setting, method and seed (``setting, method, seed,
+    seconds, final_gold``: the mean r* of its evaluation); ``outcomes`` maps each setting to its
+    TPO-vs-no-transfer outcome matrix, shape ``(n_seeds, n_prompts)``.
+    """
+    from tpo_core.progress import track
+
+    settings = _check_settings(settings)
+    seeds = [int(s) for s in seeds]
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"the pilot needs at least 2 distinct seeds, got {seeds}")
+    reported = set(get_preset(preset).seeds)
+    if reported & set(seeds) or set(TUNING_SEEDS) & set(seeds):
+        raise ValueError(f"pilot seeds {sorted((reported | set(TUNING_SEEDS)) & set(seeds))} are reported or "
+                         f"tuning seeds of {preset!r}")
+    rows, outcomes = [], {}
+    for label, overrides in settings.items():
+        study = load_study(preset, results_root=Path(results_root) / "pilot" / label, sources="arms",
+                           seeds=tuple(seeds), eval_samples=int(eval_samples), **overrides)
+        study = on_held_out(study, n_prompts)
+        gold = {m: [] for m in METHODS}
+        for m, s in track([(m, s) for s in seeds for m in METHODS], f"pilot {label}", disable=not progress,
+                          unit="run"):
+            seconds = timed_run(study, m, s)
+            g = final_gold_matrix(study, m, s)
+            gold[m].append(g)
+            rows.append({"setting": label, "method": m, "seed": s, "seconds": seconds, "final_gold": float(g.mean())})
+        outcomes[label] = pairwise_outcomes(np.stack(gold["tpo"]), np.stack(gold["no-transfer"]))
+    return pd.DataFrame(rows), outcomes
+
+
+def sd_interval(sd: float, n_seeds: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Chi-square interval of a standard deviation estimated from ``n_seeds`` normal values:
+    ``sd · sqrt((n − 1) / χ²_{(1±c)/2, n−1})``."""
+    if n_seeds < 2 or not math.isfinite(sd):
+        return float("nan"), float("nan")
+    df = n_seeds - 1
+    return (sd * math.sqrt(df / stats.chi2.ppf((1 + confidence) / 2, df)),
+            sd * math.sqrt(df / stats.chi2.ppf((1 - confidence) / 2, df)))
+
+
+def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
+    """One row per setting: ``win_rate`` (TPO vs no-transfer, %), ``sd_between, sd_eval, sd_train`` (points) with
+    the chi-square interval of ``sd_between`` (``sd_between_low, sd_between_high``), ``n_seeds, n_prompts``,
+    and ``seconds_per_seed``: TPO's and no-transfer's run seconds per seed, mean over seeds (NaN when a run
+    has no timing on record)."""
+    out = []
+    for label, x in outcomes.items():
+        split = {k: (v * 100 if k.startswith("sd_") else v) for k, v in power.variance_split(x).items()}
+        lo, hi = sd_interval(split["sd_between"], split["n_seeds"])
+        secs = runs[runs.setting == label].groupby("seed").seconds.sum(min_count=len(METHODS)).mean(skipna=False)
+        out.append({"setting": label, "win_rate": 100 * float(x.mean()), **split, "sd_between_low": lo,
+                    "sd_between_high": hi, "seconds_per_seed": float(secs)})
+    return pd.DataFrame(out)
+
+
+def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixed: float,
+            seconds_per_response: float, methods_per_seed: int = 4, n_iterations: int = 3, n_tests: int = 9,
+            seeds_grid=(5, 10, 15, 20, 30), prompts_grid=(200, 400, 800), samples_grid=(1, 2, 4)) -> pd.DataFrame:
+    """:func:`tpo_core.power.design_table` for every setting of ``summary`` (:func:`summarize`): that setting's
+    noise split (measured on ``n_prompts`` prompts × ``samples`` responses), training at
+    ``methods_per_seed / 2 × seconds_per_seed`` a seed (each Table 1 method costing the mean of TPO's and
+    no-transfer's pilot time), ``methods_per_seed × n_iterations + 1`` checkpoints judged a seed (π_0 too),
+    and the MDE at Holm's first level over ``n_tests`` cells. One row per setting and design."""
+    frames = []
+    for r in summary.itertuples():
+        if not math.isfinite(r.seconds_per_seed):
+            continue
+        d = power.design_table(r.sd_train, r.sd_eval, n_prompts=n_prompts, samples=samples, seeds_grid=seeds_grid,
+                               prompts_grid=prompts_grid, samples_grid=samples_grid, seconds_fixed=seconds_fixed,
+                               seconds_training_per_seed=methods_per_seed / len(METHODS) * r.seconds_per_seed,
+                               seconds_per_response=seconds_per_response,
+                               checkpoints_per_seed=methods_per_seed * n_iterations + 1, n_tests=n_tests)
+        frames.append(d.assign(setting=r.setting))
+    if not frames:
+        raise ValueError("no setting has timings on record: rerun its runs (a run resumed from an interrupted "
+                         "start has no timing)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def choose(table: pd.DataFrame, budget_minutes: float) -> pd.Series | None:
+    """The design of :func:`designs` with the smallest MDE among those within ``budget_minutes`` (ties: the
+    cheaper), or None when none fits."""
+    fits = table[table.minutes <= budget_minutes]
+    return None if fits.empty else fits.sort_values(["mde", "minutes"]).iloc[0]
