@@ -84,10 +84,11 @@ def _summary(**kw):
 
 def test_designs_price_each_setting_and_choose_the_smallest_mde_that_fits():
     summary = pd.DataFrame([_summary(), _summary(setting="b", sd_train=1.0, seconds_per_seed=400.0),
-                            _summary(setting="c", seconds_per_seed=float("nan"))])
+                            _summary(setting="c", seconds_per_seed=float("nan")),
+                            _summary(setting="d", sd_between=0.0, sd_eval=0.0, sd_train=0.0)])
     table = PL.designs(summary, n_prompts=100, samples=2, seconds_fixed=600.0, seconds_per_response=0.05,
                        seeds_grid=(5, 10), prompts_grid=(200,), samples_grid=(1, 2))
-    assert set(table.setting) == {"a", "b"}  # c has no timing
+    assert set(table.setting) == {"a", "b"}  # c has no timing, d no spread (not a noiseless setting)
     one = table[(table.setting == "a") & (table.n_seeds == 10) & (table.eval_samples == 1)].iloc[0]
     # 4 methods at the mean of the pilot's two runs; 4 x 3 + 1 checkpoints of 200 responses each
     assert one.minutes == pytest.approx((600 + 10 * (2 * 200 + 13 * 200 * 0.05)) / 60)
@@ -96,7 +97,7 @@ def test_designs_price_each_setting_and_choose_the_smallest_mde_that_fits():
     fits = table[table.minutes <= 60]
     assert pick.mde == fits.mde.min() and pick.minutes <= 60
     assert PL.choose(table, 1.0) is None
-    with pytest.raises(ValueError, match="no setting has timings"):
+    with pytest.raises(ValueError, match="no setting has both timings"):
         PL.designs(summary.iloc[2:], n_prompts=100, samples=2, seconds_fixed=0.0, seconds_per_response=0.05)
 
 

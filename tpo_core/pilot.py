@@ -37,7 +37,7 @@ from tpo_core import power
 from tpo_core.evaluation import pairwise_outcomes
 from tpo_core.loading import Study, load_study
 from tpo_core.presets import get_preset
-from tpo_core.provenance import canonical, checkpoint_id, read_json, sha256_json, write_atomic
+from tpo_core.provenance import canonical, checkpoint_id, code_identity, read_json, sha256_json, write_atomic
 from tpo_core.runs import run, run_identity
 from tpo_core.table1 import gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
@@ -94,7 +94,8 @@ def timed_run(study: Study, name: str, seed: int) -> float:
 def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
     """r* of ``eval_samples`` responses per test prompt from run ``name``'s final policy, shape
     ``(n_prompts, eval_samples)``, with the evaluation stream ``30_000 + seed``. Cached beside the run
-    (``pilot_eval.json``), reused only for the same checkpoint weights and evaluation settings."""
+    (``pilot_eval.json``), reused only for the same checkpoint weights, prompts, sampling settings, human
+    and evaluation code (:func:`tpo_core.provenance.code_identity` of ``table1``)."""
     from tpo_core.trainer import load_checkpoint
 
     out_dir = study.run_dir(name, seed)
@@ -102,7 +103,7 @@ def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
     p = study.preset
     key = sha256_json({"checkpoint": checkpoint_id(final), "test": study.data_identity.get("test"),
                        "samples": p.eval_samples, "temperature": p.temperature, "max_new_tokens": p.max_new_tokens,
-                       "gold": study.gold_identity, "seed": int(seed)})
+                       "gold": study.gold_identity, "seed": int(seed), "code": code_identity("table1")})
     path = out_dir / "pilot_eval.json"
     cached = read_json(path)
     if isinstance(cached, dict) and cached.get("key") == key:
@@ -196,10 +197,12 @@ def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixe
     noise split (measured on ``n_prompts`` prompts × ``samples`` responses), training at
     ``methods_per_seed / 2 × seconds_per_seed`` a seed (each Table 1 method costing the mean of TPO's and
     no-transfer's pilot time), ``methods_per_seed × n_iterations + 1`` checkpoints judged a seed (π_0 too),
-    and the MDE at Holm's first level over ``n_tests`` cells. One row per setting and design."""
+    and the MDE at Holm's first level over ``n_tests`` cells. One row per setting and design. A setting
+    without timings, or whose outcomes did not vary at all (``sd_between`` 0: no measured noise, not a
+    noiseless one), is left out."""
     frames = []
     for r in summary.itertuples():
-        if not math.isfinite(r.seconds_per_seed):
+        if not math.isfinite(r.seconds_per_seed) or not r.sd_between > 0:
             continue
         d = power.design_table(r.sd_train, r.sd_eval, n_prompts=n_prompts, samples=samples, seeds_grid=seeds_grid,
                                prompts_grid=prompts_grid, samples_grid=samples_grid, seconds_fixed=seconds_fixed,
@@ -208,8 +211,8 @@ def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixe
                                checkpoints_per_seed=methods_per_seed * n_iterations + 1, n_tests=n_tests)
         frames.append(d.assign(setting=r.setting))
     if not frames:
-        raise ValueError("no setting has timings on record: rerun its runs (a run resumed from an interrupted "
-                         "start has no timing)")
+        raise ValueError("no setting has both timings and a non-zero spread: rerun its runs (a run resumed "
+                         "from an interrupted start has no timing)")
     return pd.concat(frames, ignore_index=True)
 
 
