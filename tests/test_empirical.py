@@ -1,5 +1,6 @@
 """Per-prompt steps of empirical TPO (Alg. 3): candidate building and the win signal."""
 
+import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,9 +171,12 @@ def test_run_method_end_to_end_and_resume(smoke_setup, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished iteration was redone")
 
+    timings = [(tmp_path / f"timing_iter_{k}.json").read_text() for k in range(1, preset.n_iterations + 1)]
+    assert all(json.loads(t)["seconds"] > 0 for t in timings)  # each computed iteration records its seconds
     monkeypatch.setattr("tpo_core.empirical.collect_iteration", boom)
     again = run_method("tpo", pol, _trainer(pol), out_dir=tmp_path, **kw)
     pd.testing.assert_frame_equal(again["arms"], arms)
+    assert [(tmp_path / f"timing_iter_{k}.json").read_text() for k in range(1, preset.n_iterations + 1)] == timings
 
 
 def test_baselines_pull_their_fixed_arm():

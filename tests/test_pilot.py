@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from tpo_core import pilot as PL
 from tpo_core import power, presets, tuning
@@ -131,16 +130,3 @@ def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, 
     pd.testing.assert_frame_equal(again, runs)
     for k in outcomes:
         np.testing.assert_array_equal(outcomes2[k], outcomes[k])
-
-
-def test_a_resumed_run_has_no_timing(tmp_path):
-    import shutil
-
-    S.measure_sources(S.load_study("smoke", results_root=tmp_path), n_prompts=6, seed=0)
-    study = PL.on_held_out(S.load_study("smoke", results_root=tmp_path / "p", sources="arms", seeds=(9101,),
-                                        eval_samples=1), 3)
-    assert PL.timed_run(study, "no-transfer", 9101) > 0
-    out = study.run_dir("no-transfer", 9101)
-    shutil.rmtree(out / f"iter_{study.preset.n_iterations}")  # as if killed during the last iteration
-    assert math.isnan(PL.timed_run(study, "no-transfer", 9101))
-    assert math.isnan(PL.timed_run(study, "no-transfer", 9101))  # and it stays unknown once finished

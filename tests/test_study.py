@@ -133,9 +133,17 @@ def test_a_rerun_is_loaded_not_retrained(smoke, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished run must not train again")
 
+    seed = smoke.preset.seeds[0]
+    cost = S.run_seconds(smoke, "no-transfer", seed)
     monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration", boom)
-    again = S.run(smoke, "no-transfer", smoke.preset.seeds[0])["arms"]
+    again = S.run(smoke, "no-transfer", seed)["arms"]
     pd.testing.assert_frame_equal(first, again)
+    # the loaded run still reports what it cost: the sum of its iterations' recorded seconds
+    import json
+
+    per_iter = [json.loads((smoke.run_dir("no-transfer", seed) / f"timing_iter_{k}.json").read_text())["seconds"]
+                for k in range(1, smoke.preset.n_iterations + 1)]
+    assert all(t > 0 for t in per_iter) and S.run_seconds(smoke, "no-transfer", seed) == cost == pytest.approx(sum(per_iter))
 
 
 def test_run_needs_sources_csv_for_exploit_baselines(tmp_path):
@@ -245,6 +253,13 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration", spy)
     S.run(smoke, "tpo-carried", seed)
     assert 1 not in trained and trained  # iteration 1 copied from TPO, later ones trained
+    import json
+
+    timing = lambda name, k: json.loads((smoke.run_dir(name, seed) / f"timing_iter_{k}.json").read_text())  # noqa: E731
+    assert timing("tpo-carried", 1) == {"seconds": 0.0, "shared_from": "tpo"}  # paid once, by TPO
+    assert S.run_seconds(smoke, "tpo-carried", seed) == pytest.approx(
+        sum(timing("tpo-carried", k)["seconds"] for k in range(2, smoke.preset.n_iterations + 1)))
+    assert S.run_seconds(smoke, "tpo", seed) > 0
     a = pd.read_csv(smoke.run_dir("tpo", seed) / "records_iter_1.csv")
     b = pd.read_csv(smoke.run_dir("tpo-carried", seed) / "records_iter_1.csv")
     pd.testing.assert_frame_equal(a, b)

@@ -34,20 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["cpu_flags", "main"]
+from tpo_core.report import cpu_flags
 
-_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
-
-
-def cpu_flags() -> str:
-    """The CPU flags of :data:`_FLAGS` that this machine has, space-separated (from ``/proc/cpuinfo``)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    have = set(line.split(":", 1)[-1].split())
-    return " ".join(f for f in _FLAGS if f in have) or "none of " + ",".join(_FLAGS)
+__all__ = ["main"]
 
 
 class _Clock:

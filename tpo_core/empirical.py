@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,7 +322,8 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     continues exactly as an uninterrupted one. The selector's statistics restart every iteration (the
     authors) unless ``carry_stats``. ``first_online``: a function of the iteration-1 documents and
     references returning their scored online responses (:class:`OnlineBatch`, shared across methods), or
-    ``None`` to sample and score them here.
+    ``None`` to sample and score them here. Each computed iteration's wall seconds (collection and
+    training) go to ``timing_iter_k.json`` once its checkpoint is written (:func:`tpo_core.runs.run_seconds`).
     Returns ``arms`` (method, seed, iteration, arm, pulls, wins), ``records`` and ``logs`` frames.
     """
     out_dir = Path(out_dir)
@@ -342,6 +344,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
         else:
             if not carry_stats:
                 selector.reset()
+            started = time.perf_counter()
             docs, refs = iteration_prompts(preset, prompts_df, seed, k)
             pairs, records = collect_iteration(
                 policy, docs, refs, selector=selector, sources=sources, gold=gold,
@@ -360,6 +363,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
             _write_text(state, out_dir / f"selector_state_iter_{k}.json")
             _write_text(state, state_path)
             logs = trainer.train_iteration(pairs, out_dir, k)
+            _write_text(json.dumps({"seconds": time.perf_counter() - started}), out_dir / f"timing_iter_{k}.json")
         all_records.append(records)
         all_logs.append(logs)
     records = pd.concat(all_records, ignore_index=True)

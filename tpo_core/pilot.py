@@ -7,7 +7,7 @@ does not report, and the design that detects the smallest effect within a time b
 3. **Runs**: for each *setting* (a label and preset-field overrides, e.g. ``{"prompts_per_iteration": 128}``;
    ``{}`` is the preset itself), TPO and no-transfer run the preset's iterations on every pilot seed with the
    study's own code (:func:`tpo_core.runs.run`), in a results tree of their own
-   (``<results>/pilot/<label>/``), each run timed (:func:`timed_run`).
+   (``<results>/pilot/<label>/``), each run's cost read from its own timing (:func:`tpo_core.runs.run_seconds`).
 4. **Evaluation**: each final policy samples ``eval_samples`` responses per pilot prompt with the evaluation
    stream ``30_000 + seed`` (common random numbers between the two methods); the TPO-vs-no-transfer outcomes
    (:func:`tpo_core.evaluation.pairwise_outcomes`), shape ``(n_seeds, n_prompts)``, give the cell's
@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,12 +36,12 @@ from tpo_core import power
 from tpo_core.evaluation import pairwise_outcomes
 from tpo_core.loading import Study, load_study
 from tpo_core.presets import get_preset
-from tpo_core.provenance import canonical, checkpoint_id, code_identity, read_json, sha256_json, write_atomic
-from tpo_core.runs import run, run_identity
+from tpo_core.provenance import checkpoint_id, code_identity, read_json, sha256_json, write_atomic
+from tpo_core.runs import run, run_seconds
 from tpo_core.table1 import gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
 
-__all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "timed_run", "final_gold_matrix", "pilot",
+__all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "final_gold_matrix", "pilot",
            "summarize", "sd_interval", "designs", "choose"]
 
 #: The seeds of the pilot runs; no preset reports them, and they are not the tuning seeds (tested).
@@ -68,27 +67,6 @@ def on_held_out(study: Study, n_prompts: int) -> Study:
     prefix = study.preset.prompt_prefix
     return replace(study, test=test, data_identity={
         **study.data_identity, "test": data_sha256(test.assign(document=[prefix + d for d in test.document]))})
-
-
-def timed_run(study: Study, name: str, seed: int) -> float:
-    """:func:`tpo_core.runs.run`, and its wall seconds. The seconds are recorded beside the run
-    (``pilot_seconds.json``, with the run's identity), so a run already trained reports the time it took
-    then; NaN when it was trained without a record or resumed from an interrupted start."""
-    out_dir = study.run_dir(name, seed)
-    path = out_dir / "pilot_seconds.json"
-    identity = canonical(run_identity(study, name, seed))
-    same = read_json(out_dir / "identity.json") == identity
-    if same and (out_dir / f"iter_{study.preset.n_iterations}").is_dir():
-        run(study, name, seed)  # verifies and loads; nothing to train
-        recorded = read_json(path)
-        return float(recorded["seconds"]) if isinstance(recorded, dict) and recorded.get("identity") == identity \
-            else float("nan")
-    fresh = not same or not any((out_dir / f"iter_{k}").is_dir() for k in range(1, study.preset.n_iterations + 1))
-    t0 = time.perf_counter()
-    run(study, name, seed)
-    seconds = time.perf_counter() - t0 if fresh else float("nan")
-    write_atomic(path, json.dumps({"identity": identity, "seconds": seconds}) + "\n")
-    return seconds
 
 
 def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
@@ -154,7 +132,8 @@ def pilot(preset: str, settings: dict, *, results_root: str | Path = "results", 
         gold = {m: [] for m in METHODS}
         for m, s in track([(m, s) for s in seeds for m in METHODS], f"pilot {label}", disable=not progress,
                           unit="run"):
-            seconds = timed_run(study, m, s)
+            run(study, m, s)
+            seconds = run_seconds(study, m, s)
             g = final_gold_matrix(study, m, s)
             gold[m].append(g)
             rows.append({"setting": label, "method": m, "seed": s, "seconds": seconds, "final_gold": float(g.mean())})

@@ -14,3 +14,32 @@ def glue(name: str, value) -> None:
     if hasattr(value, "item"):
         value = value.item()
     _glue(name, value, display=False)
+
+
+def notebook_seconds(results_dir, name: str) -> float:
+    """Wall seconds of notebook ``name``'s last finished run (its manifest in ``results_dir/manifests``,
+    written by :mod:`tpo_core.reproduce`), NaN when it has none."""
+    import json
+    from pathlib import Path
+
+    path = Path(results_dir) / "manifests" / f"{name}.json"
+    return float(json.loads(path.read_text())["seconds"]) if path.is_file() else float("nan")
+
+
+
+#: The CPU flags that decide this study's speed and bf16 choices.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
+
+
+def cpu_flags() -> str:
+    """The flags of :data:`CPU_FLAGS` that this machine has, space-separated (from ``/proc/cpuinfo``);
+    every timing the book reports names them."""
+    from pathlib import Path
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return " ".join(f for f in CPU_FLAGS if f in have) or "none of " + ",".join(CPU_FLAGS)

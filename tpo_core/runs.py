@@ -23,7 +23,7 @@ from tpo_core.loading import Study, batching_identity, check_seeds
 from tpo_core.source_measurement import choose_worst_best
 
 __all__ = ["RUNS", "Run", "preference_config", "run_identity", "first_online_identity", "first_online", "run", "run_all",
-           "check_run", "training_logs", "records", "pairs"]
+           "check_run", "run_seconds", "training_logs", "records", "pairs"]
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,8 @@ def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, o
         return
     for f in files[1:]:
         shutil.copy2(f, out_dir / f.name)
+    # the copied iteration cost nothing here: TPO's run_seconds already counts it
+    write_atomic(out_dir / "timing_iter_1.json", json.dumps({"seconds": 0.0, "shared_from": "tpo"}) + "\n")
     with publish_dir(out_dir / "iter_1", clear_leftovers=True) as tmp:  # the checkpoint appears last, whole
         shutil.copytree(files[0], tmp, dirs_exist_ok=True)
 
@@ -235,6 +237,22 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
         arms_all = arms
     write_csv(arms_all[["method", "seed", "iteration", "arm", "pulls", "wins"]], path)
     return arms[["method", "seed", "iteration", "arm", "pulls", "wins"]]
+
+
+def run_seconds(study: Study, name: str, seed: int) -> float:
+    """Wall seconds that computing run ``name`` for ``seed`` took, summed over its iterations
+    (``timing_iter_k.json``, written as each iteration's checkpoint lands), so a run loaded from its folder
+    still reports what it cost. An iteration copied from TPO's run (:func:`_share_first_iteration`) counts 0,
+    and iteration 1's shared online batch is counted by the run that computed it: summed over a seed's runs,
+    each second is counted once. NaN when an iteration is unfinished or has no timing."""
+    out_dir = study.run_dir(name, seed)
+    total = 0.0
+    for k in range(1, study.preset.n_iterations + 1):
+        timing = read_json(out_dir / f"timing_iter_{k}.json")
+        if not (out_dir / f"iter_{k}").is_dir() or not isinstance(timing, dict):
+            return float("nan")
+        total += float(timing["seconds"])
+    return total
 
 
 def _gather(study: Study, names, seeds, pattern: str, **read_kw) -> pd.DataFrame:
