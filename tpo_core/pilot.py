@@ -154,14 +154,14 @@ def sd_interval(sd: float, n_seeds: int, confidence: float = 0.95) -> tuple[floa
 def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
     """One row per setting: ``win_rate`` (TPO vs no-transfer, %), ``sd_between, sd_eval, sd_train`` (points) with
     the chi-square interval of ``sd_between`` (``sd_between_low, sd_between_high``), ``n_seeds, n_prompts``,
-    ``seconds_per_seed``: TPO's and no-transfer's run seconds per seed, mean over seeds (NaN when a run
-    has no timing on record), and ``gold_tpo, gold_no_transfer``: each method's mean final r* (a setting
+    ``seconds_per_seed``: TPO's and no-transfer's run seconds per seed, median over seeds (other work on the
+    machine only ever slows a run down; NaN when a run has no timing on record), and ``gold_tpo, gold_no_transfer``: each method's mean final r* (a setting
     that leaves little training noise because it barely trains shows here)."""
     out = []
     for label, x in outcomes.items():
         split = {k: (v * 100 if k.startswith("sd_") else v) for k, v in power.variance_split(x).items()}
         lo, hi = sd_interval(split["sd_between"], split["n_seeds"])
-        secs = runs[runs.setting == label].groupby("seed").seconds.sum(min_count=len(METHODS)).mean(skipna=False)
+        secs = runs[runs.setting == label].groupby("seed").seconds.sum(min_count=len(METHODS)).median(skipna=False)
         gold = runs[runs.setting == label].groupby("method").final_gold.mean()
         out.append({"setting": label, "win_rate": 100 * float(x.mean()), **split, "sd_between_low": lo,
                     "sd_between_high": hi, "seconds_per_seed": float(secs), "gold_tpo": float(gold.get("tpo", np.nan)),
