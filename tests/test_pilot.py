@@ -130,3 +130,20 @@ def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, 
     pd.testing.assert_frame_equal(again, runs)
     for k in outcomes:
         np.testing.assert_array_equal(outcomes2[k], outcomes[k])
+
+
+def test_only_settings_whose_sd_intervals_separate_are_distinguishable():
+    summary = pd.DataFrame([_summary(setting="preset"),  # interval 3-14
+                            _summary(setting="close", sd_between=4.0, sd_train=3.0, sd_between_low=2.5, sd_between_high=11.0),
+                            _summary(setting="quiet", sd_between=1.0, sd_train=0.5, sd_eval=0.8, sd_between_low=0.6,
+                                     sd_between_high=2.9),
+                            _summary(setting="loud", sd_between=30.0, sd_between_low=18.0, sd_between_high=80.0),
+                            _summary(setting="flat", sd_between=0.0, sd_between_low=0.0, sd_between_high=0.0)])
+    assert PL.distinguishable(summary) == ["quiet", "loud"]
+    with pytest.raises(ValueError, match="no setting 'nope'"):
+        PL.distinguishable(summary, "nope")
+    table = PL.designs(summary.iloc[:3], n_prompts=100, samples=2, seconds_fixed=0.0, seconds_per_response=0.05,
+                       seeds_grid=(5,), prompts_grid=(200,), samples_grid=(1,))
+    assert PL.choose(table, 1e9).setting == "quiet"  # the smallest point estimate
+    assert PL.choose(table, 1e9, settings=["preset", "close"]).setting == "close"
+    assert PL.choose(table, 1e9, settings=["preset"]).setting == "preset"

@@ -16,8 +16,9 @@ does not report, and the design that detects the smallest effect within a time b
    prompt) with that setting's training noise and timings; :func:`choose` picks the design with the
    smallest MDE within the budget.
 
-A between-seed sd from 5 seeds is itself uncertain by a factor of about two (:func:`sd_interval`), so the
-pilot ranks settings only where their sds differ by more than that.
+A between-seed sd from 5 seeds is itself uncertain by a factor of about two (:func:`sd_interval`), so a
+setting replaces the preset's training only where the pilot tells their sds apart (:func:`distinguishable`);
+otherwise the pick is among the preset's own designs, and the point-estimate pick is shown beside it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from tpo_core.table1 import gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
 
 __all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "final_gold_matrix", "pilot",
-           "summarize", "sd_interval", "designs", "choose"]
+           "summarize", "sd_interval", "designs", "distinguishable", "choose"]
 
 #: The seeds of the pilot runs; no preset reports them, and they are not the tuning seeds (tested).
 PILOT_SEEDS = (9101, 9102, 9103, 9104, 9105)
@@ -195,8 +196,23 @@ def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixe
     return pd.concat(frames, ignore_index=True)
 
 
-def choose(table: pd.DataFrame, budget_minutes: float) -> pd.Series | None:
+def distinguishable(summary: pd.DataFrame, baseline: str = "preset") -> list[str]:
+    """The settings of ``summary`` (:func:`summarize`) whose between-seed sd the pilot tells apart from
+    ``baseline``'s: their 95% chi-square intervals do not overlap. A setting whose outcomes never varied is
+    not among them (no measured noise)."""
+    rows = summary.set_index("setting")
+    if baseline not in rows.index:
+        raise ValueError(f"no setting {baseline!r} in the pilot; its settings are {list(rows.index)}")
+    b = rows.loc[baseline]
+    return [k for k, r in rows.iterrows() if k != baseline and r.sd_between > 0
+            and (r.sd_between_high < b.sd_between_low or r.sd_between_low > b.sd_between_high)]
+
+
+def choose(table: pd.DataFrame, budget_minutes: float, settings=None) -> pd.Series | None:
     """The design of :func:`designs` with the smallest MDE among those within ``budget_minutes`` (ties: the
-    cheaper), or None when none fits."""
+    cheaper), among the designs of ``settings`` only when given (e.g. the preset and the settings
+    :func:`distinguishable` from it); None when none fits."""
     fits = table[table.minutes <= budget_minutes]
+    if settings is not None:
+        fits = fits[fits.setting.isin(list(settings))]
     return None if fits.empty else fits.sort_values(["mde", "minutes"]).iloc[0]
