@@ -37,9 +37,9 @@ from tpo_core import power
 from tpo_core.evaluation import pairwise_outcomes
 from tpo_core.loading import Study, load_study
 from tpo_core.presets import get_preset
-from tpo_core.provenance import checkpoint_id, code_identity, read_json, sha256_json, write_atomic
+from tpo_core.provenance import checkpoint_id, read_json, sha256_json, write_atomic
 from tpo_core.runs import run, run_seconds
-from tpo_core.table1 import gold_on_prompts
+from tpo_core.table1 import eval_key, gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
 
 __all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "final_gold_matrix", "pilot",
@@ -73,16 +73,13 @@ def on_held_out(study: Study, n_prompts: int) -> Study:
 def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
     """r* of ``eval_samples`` responses per test prompt from run ``name``'s final policy, shape
     ``(n_prompts, eval_samples)``, with the evaluation stream ``30_000 + seed``. Cached beside the run
-    (``pilot_eval.json``), reused only for the same checkpoint weights, prompts, sampling settings, human
-    and evaluation code (:func:`tpo_core.provenance.code_identity` of ``table1``)."""
+    (``pilot_eval.json``), reused only for the same checkpoint weights and Table 1's evaluation key
+    (:func:`tpo_core.table1.eval_key`: prompts, sampling settings, human, random streams and code)."""
     from tpo_core.trainer import load_checkpoint
 
     out_dir = study.run_dir(name, seed)
     final = out_dir / f"iter_{study.preset.n_iterations}"
-    p = study.preset
-    key = sha256_json({"checkpoint": checkpoint_id(final), "test": study.data_identity.get("test"),
-                       "samples": p.eval_samples, "temperature": p.temperature, "max_new_tokens": p.max_new_tokens,
-                       "gold": study.gold_identity, "seed": int(seed), "code": code_identity("table1")})
+    key = sha256_json({"checkpoint": checkpoint_id(final), "eval": eval_key(study, seed), "stream": 30_000 + int(seed)})
     path = out_dir / "pilot_eval.json"
     cached = read_json(path)
     if isinstance(cached, dict) and cached.get("key") == key:
@@ -156,8 +153,9 @@ def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
     """One row per setting: ``win_rate`` (TPO vs no-transfer, %), ``sd_between, sd_eval, sd_train`` (points) with
     the chi-square interval of ``sd_between`` (``sd_between_low, sd_between_high``), ``n_seeds, n_prompts``,
     ``seconds_per_seed``: TPO's and no-transfer's run seconds per seed, median over seeds (other work on the
-    machine only ever slows a run down; NaN when a run has no timing on record), and ``gold_tpo, gold_no_transfer``: each method's mean final r* (a setting
-    that leaves little training noise because it barely trains shows here)."""
+    machine only ever slows a run down; NaN when a run has no timing on record), and ``gold_tpo,
+    gold_no_transfer``: each method's mean final r* (a setting that leaves little training noise because it
+    barely trains shows here)."""
     out = []
     for label, x in outcomes.items():
         split = {k: (v * 100 if k.startswith("sd_") else v) for k, v in power.variance_split(x).items()}

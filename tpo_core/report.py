@@ -26,7 +26,6 @@ def notebook_seconds(results_dir, name: str) -> float:
     return float(json.loads(path.read_text())["seconds"]) if path.is_file() else float("nan")
 
 
-
 #: The CPU flags that decide this study's speed and bf16 choices.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
 
