@@ -193,6 +193,13 @@ def test_code_identity_follows_imports_and_edits(tmp_path, monkeypatch):
         provenance._code_text_cached.cache_clear()
 
 
+def test_runs_identity_does_not_hold_the_measurement_code():
+    """A run reads only the names of the exploited sources (in its identity), not how they were measured:
+    editing the measurement (speed columns, plots) must not retrain every run."""
+    assert "source_measurement" not in provenance._closure("runs")
+    assert "source_measurement" in provenance._closure("study")
+
+
 def test_changed_fields_names_nested_differences():
     a = {"preset": {"beta": 0.1, "seeds": (1, 2)}, "code": "x"}
     b = {"preset": {"beta": 5.0, "seeds": [1, 2]}, "code": "x", "new": 1}

@@ -6,6 +6,7 @@ import pytest
 
 from tpo_core import study as S
 from tpo_core.presets import get_preset
+from tpo_core.report import cpu_flags
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,12 @@ def test_measure_sources_ranks_and_caches(smoke):
     assert d.loc["gold-best-of-n", "spearman_gold"] == pytest.approx(1.0)
     assert d.loc["pi_0", "win_rate_vs_pi0"] == 0.5
     assert ((df.win_rate_vs_pi0 >= 0) & (df.win_rate_vs_pi0 <= 1)).all()
+    # speed: every scored row scored the whole pool (6 prompts x pool_size) in score_seconds
+    scored = d.loc[[*smoke.sources, "gold-best-of-n"]]
+    assert (scored.score_seconds > 0).all()
+    np.testing.assert_allclose(scored.candidates_per_s * scored.score_seconds, 6 * smoke.preset.pool_size)
+    assert d.loc[["pi_0", "lead-8"], "candidates_per_s"].isna().all()
+    assert set(df.cpu_flags) == {cpu_flags()}
     worst, best = S.choose_worst_best(smoke)
     assert d.loc[worst, "value_gold"] <= d.loc[best, "value_gold"]
     assert (smoke.root / "sources.csv").exists()

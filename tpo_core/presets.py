@@ -108,9 +108,9 @@ _EMBEDDED = Preset(
     prompt_prefix="",
     policy="sft:embedded",
     # Two LLM log-probability sources stand in for T5-base/T5-large: SmolLM2-135M and Qwen2.5-Coder-0.5B
-    # (PyPI GGUFs, tpo_core.llm_assets.ensure_llm). They score ~13 and ~3-6 candidates/s on 2 cores: one
-    # exploit-LLM iteration would take 80+ s (SmolLM2) where the others take 20-30 s, and 29 runs of 3
-    # iterations must fit in the hour. So they are measured (notebook 01) but are not arms.
+    # (PyPI GGUFs, tpo_core.llm_assets.ensure_llm). On 2 cores they score too slowly to score the Best-of-N
+    # pool in every iteration of every run within the hour (notebook 01 measures their speed beside the
+    # arms'), so they are measured but are not arms.
     sources={
         "rougeLsum": {"kind": "rougeLsum"},
         "bertscore": {"kind": "bertscore"},

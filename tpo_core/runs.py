@@ -20,10 +20,9 @@ from tpo_core.provenance import (StaleResultError, canonical, code_identity, des
                                  write_atomic)
 
 from tpo_core.loading import Study, batching_identity, check_seeds
-from tpo_core.source_measurement import choose_worst_best
 
 __all__ = ["RUNS", "Run", "preference_config", "run_identity", "first_online_identity", "first_online", "run", "run_all",
-           "check_run", "run_seconds", "training_logs", "records", "pairs"]
+           "check_run", "run_seconds", "training_logs", "records", "pairs", "choose_worst_best"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,22 @@ def preference_config(preset: Preset, run_spec: Run, seed: int):
 
 #: Preset fields that do not change what iteration k of a run computes (labels, the evaluation's size, the
 #: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms).
+def choose_worst_best(study: Study) -> tuple[str, str]:
+    """The arms of exploit-worst and exploit-best: the preset's, or the arms of lowest and highest value under r*
+    in ``sources.csv`` (written by :func:`tpo_core.source_measurement.measure_sources`, notebook 01)."""
+    p = study.preset
+    if p.worst_source is not None and p.best_source is not None:
+        return p.worst_source, p.best_source
+    path = study.root / "sources.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run notebook 01 (measure_sources) first")
+    df = pd.read_csv(path)
+    df = df[df.source.isin(study.arm_names)].sort_values("value_gold")
+    if df.empty:
+        raise ValueError(f"{path} measures none of the preset's arms {study.arm_names}")
+    return p.worst_source or df.source.iloc[0], p.best_source or df.source.iloc[-1]
+
+
 _NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "eval_samples", "n_iterations", "sources",
                              "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source"})
 

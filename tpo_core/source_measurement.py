@@ -1,10 +1,12 @@
 """How good each imperfect source is (notebook 01; paper §6): π_0's quality against a lead baseline, each
 source's per-prompt Spearman with r*, the value under r* of its Best-of-N policy and that policy's win rate
-against π_0 (:func:`measure_sources`), and the worst and best source the exploit baselines use."""
+against π_0 and its scoring speed (:func:`measure_sources`, cached in ``sources.csv``, from which
+:func:`tpo_core.runs.choose_worst_best` picks the exploit baselines' sources)."""
 
 from __future__ import annotations
 
 import numbers
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,11 +18,12 @@ from tpo_core.data import lead_baseline, sample_prompts
 from tpo_core.empirical import write_csv
 from tpo_core.progress import track
 from tpo_core.provenance import code_identity, sha256_json
+from tpo_core.report import cpu_flags
 from tpo_core.sources import best_of_n
 
 from tpo_core.loading import Study
 
-__all__ = ["pi0_quality", "measure_sources", "choose_worst_best"]
+__all__ = ["pi0_quality", "measure_sources"]
 
 
 def pi0_quality(study: Study, *, n_docs: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -67,9 +70,10 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
     On ``n_prompts`` online prompts, π_0 draws a pool of ``preset.pool_size`` responses and one more
     response (the π_0 competitor). Per source: the mean per-prompt Spearman correlation with r* over the
     pool; the value under r* of its Best-of-N policy (the mean r* of its top-1 response); and that policy's
-    win rate against π_0 (ties 1/2). π_0's own value (``value_gold`` of the row ``pi_0``) and an oracle
-    Best-of-N under r* itself (``gold-best-of-n``, an upper bound) are added for reference.
-    Returns (sources frame, per-prompt frame).
+    win rate against π_0 (ties 1/2); and its scoring speed (``score_seconds`` for the ``n_prompts * pool_size``
+    pool responses, ``candidates_per_s``, measured on the CPU named in ``cpu_flags``). π_0's own value
+    (``value_gold`` of the row ``pi_0``) and an oracle Best-of-N under r* itself (``gold-best-of-n``, an upper
+    bound; its speed is the simulated human's) are added for reference. Returns (sources frame, per-prompt frame).
     """
     path = study.root / "sources.csv"
     detail_path = study.root / "source_prompts.csv"
@@ -98,19 +102,24 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
                                        generator=gen)]
     rep = lambda xs: [x for x in xs for _ in range(p.pool_size)]  # noqa: E731
     flat = [r for pool in pools for r in pool]
+    t0 = time.perf_counter()
     gold = study.gold.score(rep(docs), flat, rep(refs)).reshape(n_prompts, p.pool_size)
+    seconds = {"gold-best-of-n": time.perf_counter() - t0}
     gold_rival = study.gold.score(docs, rivals, refs)
     rows, detail = [], {"prompt": list(prompts.index), "pi0_gold": gold_rival}
     candidates = dict(study.sources)
     for name in track([*candidates, "gold-best-of-n"], "sources", disable=not progress, unit="source"):
+        t0 = time.perf_counter()
         scores = gold if name == "gold-best-of-n" else np.asarray(
             candidates[name].score(rep(docs), flat, rep(refs))).reshape(n_prompts, p.pool_size)
+        seconds.setdefault(name, time.perf_counter() - t0)
         top = best_of_n(scores, 1)[:, 0]
         value = gold[np.arange(n_prompts), top]
         rho, n_ok = _mean_spearman(scores, gold)
         rows.append({"source": name, "spearman_gold": rho, "value_gold": float(value.mean()),
                      "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(value, gold_rival).mean()),
-                     "n_prompts": n_prompts, "n_prompts_spearman": n_ok})
+                     "n_prompts": n_prompts, "n_prompts_spearman": n_ok, "score_seconds": seconds[name],
+                     "candidates_per_s": len(flat) / seconds[name] if seconds[name] > 0 else float("nan")})
         detail[f"{name}_gold"] = value
     lead = study.gold.score(docs, [lead_baseline(d) for d in prompts.document], refs)
     detail["lead8_gold"] = lead
@@ -119,22 +128,7 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
     rows.append({"source": "lead-8", "spearman_gold": float("nan"), "value_gold": float(lead.mean()),
                  "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(lead, gold_rival).mean()),
                  "n_prompts": n_prompts, "n_prompts_spearman": 0})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).assign(cpu_flags=cpu_flags())
     write_csv(pd.DataFrame(detail).assign(key=key), detail_path)
     write_csv(df.assign(key=key), path)
     return df, pd.DataFrame(detail)
-
-
-def choose_worst_best(study: Study) -> tuple[str, str]:
-    """The arms of exploit-worst and exploit-best: the preset's, or the lowest/highest measured value."""
-    p = study.preset
-    if p.worst_source is not None and p.best_source is not None:
-        return p.worst_source, p.best_source
-    path = study.root / "sources.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run notebook 01 (measure_sources) first")
-    df = pd.read_csv(path)
-    df = df[df.source.isin(study.arm_names)].sort_values("value_gold")
-    if df.empty:
-        raise ValueError(f"{path} measures none of the preset's arms {study.arm_names}")
-    return p.worst_source or df.source.iloc[0], p.best_source or df.source.iloc[-1]

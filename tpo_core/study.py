@@ -39,9 +39,9 @@ gathers their public names, so that a notebook needs one import.
 
 from tpo_core.empirical import write_csv
 from tpo_core.loading import Study, batching_identity, build_gold, build_sources, check_seeds, load_study
-from tpo_core.runs import (RUNS, Run, check_run, first_online, first_online_identity, pairs, preference_config, records,
-                           run, run_all, run_identity, run_seconds, training_logs)
-from tpo_core.source_measurement import choose_worst_best, measure_sources, pi0_quality
+from tpo_core.runs import (RUNS, Run, check_run, choose_worst_best, first_online, first_online_identity, pairs,
+                           preference_config, records, run, run_all, run_identity, run_seconds, training_logs)
+from tpo_core.source_measurement import measure_sources, pi0_quality
 from tpo_core.table1 import (eval_key, evaluate_pi0, evaluate_run, gold_on_prompts, gold_on_test, table1,
                              win_rates_vs_pi0)
 

@@ -7,7 +7,7 @@ and prompts the book does not report.
 3. **Runs**: for each value of the grid, every method of :data:`tpo_core.empirical.METHODS` runs the preset's
    iterations on every tuning seed, with the study's own code (:func:`tpo_core.runs.run`), in a results tree
    of its own (``<results>/tuning/lr_<value>/``). The exploited sources are the reported study's
-   (:func:`tpo_core.source_measurement.choose_worst_best`): a property of the sources, not a tuned constant.
+   (:func:`tpo_core.runs.choose_worst_best`): a property of the sources, not a tuned constant.
 4. **Criterion**: the mean r* of one sampled response per tuning prompt from each run's final policy,
    averaged over seeds, then over methods, each method weighted equally.
 5. **Pick**: the grid value with the highest criterion (:func:`pick`).
@@ -28,8 +28,7 @@ from tpo_core.empirical import METHODS
 from tpo_core.loading import Study, load_study
 from tpo_core.presets import get_preset
 from tpo_core.progress import track
-from tpo_core.runs import run
-from tpo_core.source_measurement import choose_worst_best
+from tpo_core.runs import choose_worst_best, run
 from tpo_core.table1 import gold_on_prompts
 
 __all__ = ["TUNING_SEEDS", "final_gold", "tune", "criterion", "pick", "main"]
