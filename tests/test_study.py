@@ -99,6 +99,17 @@ def test_runs_evaluation_and_table1(smoke):
     assert set(arms[arms.method == "exploit-best"].arm) == {best}
     on_disk = pd.read_csv(smoke.root / "arms.csv")
     assert len(on_disk) == len(arms)
+    # the merged file keeps other runs' rows only while their folders match this study: rows of an unknown
+    # run and of a seed with no run folder are dropped, the finished runs' rows are kept
+    ghosts = pd.DataFrame([{"method": "ghost", "seed": 0, "iteration": 1, "arm": "online", "pulls": 1, "wins": 0},
+                           {"method": "no-transfer", "seed": 99, "iteration": 1, "arm": "online", "pulls": 1,
+                            "wins": 0}])
+    pd.concat([on_disk, ghosts]).to_csv(smoke.root / "arms.csv", index=False)
+    S.run_all(smoke, ["tpo"], progress=False)  # finished: loaded, not retrained
+    merged = pd.read_csv(smoke.root / "arms.csv", dtype={"arm": str})
+    pd.testing.assert_frame_equal(merged.sort_values(list(merged.columns)).reset_index(drop=True),
+                                  arms.astype({"arm": str}).sort_values(list(arms.columns)).reset_index(drop=True),
+                                  check_dtype=False)
 
     evals = {n: S.evaluate_run(smoke, n) for n in ["tpo", "no-transfer", "exploit-worst", "exploit-best"]}
     for e in evals.values():

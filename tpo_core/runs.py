@@ -232,7 +232,8 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     """:func:`run` for every run name and seed (default: the preset's seeds); merges ``arms.csv``.
 
     ``results/<preset>/arms.csv`` keeps the rows of runs not in ``names`` (notebooks 02 and 03 each add
-    theirs). Returns this call's arms rows.
+    theirs) while their run folders still match this study (:func:`check_run`): the rows of a run made from
+    other settings or code, or of one no longer known, are dropped. Returns this call's arms rows.
     """
     names = list(names)
     for n in names:
@@ -247,11 +248,23 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     old = pd.read_csv(path, dtype={"arm": str}) if path.exists() else None
     if old is not None:
         old = old[~old.method.isin(names)]
+        current = {(m, int(sd)) for m, sd in old[["method", "seed"]].drop_duplicates().itertuples(index=False)
+                   if _is_current(study, m, int(sd))}
+        old = old[[(m, int(sd)) in current for m, sd in zip(old.method, old.seed)]]
         arms_all = pd.concat([old, arms], ignore_index=True)
     else:
         arms_all = arms
     write_csv(arms_all[["method", "seed", "iteration", "arm", "pulls", "wins"]], path)
     return arms[["method", "seed", "iteration", "arm", "pulls", "wins"]]
+
+
+def _is_current(study: Study, name: str, seed: int) -> bool:
+    """Whether run ``name``/``seed`` is a known run whose folder matches this study (:func:`check_run`)."""
+    try:
+        check_run(study, name, seed)
+    except (StaleResultError, ValueError, FileNotFoundError):
+        return False
+    return True
 
 
 def run_seconds(study: Study, name: str, seed: int) -> float:
