@@ -69,8 +69,6 @@ def preference_config(preset: Preset, run_spec: Run, seed: int):
                             progress=False)
 
 
-#: Preset fields that do not change what iteration k of a run computes (labels, the evaluation's size, the
-#: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms).
 def choose_worst_best(study: Study) -> tuple[str, str]:
     """The arms of exploit-worst and exploit-best: the preset's, or the arms of lowest and highest value under r*
     in ``sources.csv`` (written by :func:`tpo_core.source_measurement.measure_sources`, notebook 01)."""
@@ -87,6 +85,8 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
     return p.worst_source or df.source.iloc[0], p.best_source or df.source.iloc[-1]
 
 
+#: Preset fields that do not change what iteration k of a run computes (labels, the evaluation's size, the
+#: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms).
 _NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "eval_samples", "n_iterations", "sources",
                              "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source"})
 
