@@ -37,7 +37,8 @@ def fault(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tune(session: nox.Session) -> None:
     """The tuning protocol (tpo_core/tuning.py): the learning rate for every method alike, on unreported seeds
-    and held-out prompts. `nox -s tune -- --preset embedded --grid 3e-4 1e-3 3e-3`; needs notebook 01's
+    and held-out prompts (add `--loss ipo` for the IPO runs' own rate).
+    `nox -s tune -- --preset embedded --grid 3e-4 1e-3 3e-3`; needs notebook 01's
     source ranking in results/ (run `nox -s reproduce -- --only 01_source_rms` first)."""
     _install(session)
     session.run("python", "-m", "tpo_core.tuning", *session.posargs)

@@ -69,6 +69,9 @@ NAN, INF = float("nan"), float("inf")
     ("temperature", NAN, "temperature must be a finite number"),
     ("learning_rate", INF, "learning_rate must be a finite number"),
     ("learning_rate", "1e-3", "learning_rate must be a finite number"),
+    ("ipo_learning_rate", 0.0, "ipo_learning_rate must be None or a finite number > 0"),
+    ("ipo_learning_rate", NAN, "ipo_learning_rate must be None or a finite number > 0"),
+    ("ipo_learning_rate", True, "ipo_learning_rate must be None or a finite number > 0"),
     ("null_value", NAN, "null_value"),
     ("bonus", INF, "bonus"),
     ("seeds", ("a", "b"), "seeds must be a non-empty tuple of integers"),
@@ -96,3 +99,16 @@ def test_every_shipped_source_spec_is_accepted_and_lists_are_normalised():
         get_preset(p.name)  # the shipped presets pass their own validation
     p = get_preset("smoke", seeds=[3, 4], arms=["rougeLsum"])
     assert p.seeds == (3, 4) and p.arms == ("rougeLsum",)
+
+
+def test_each_loss_has_its_learning_rate():
+    """DPO takes ``learning_rate``; IPO its own rate, or the paper's 1e-5 / 5e-5 of the DPO rate when unset."""
+    from tpo_core.presets import IPO_DPO_RATIO, learning_rate
+
+    paper = get_preset("paper")
+    assert learning_rate(paper, "dpo") == 5e-5 and learning_rate(paper, "ipo") == pytest.approx(1e-5)
+    assert IPO_DPO_RATIO == pytest.approx(1e-5 / 5e-5)
+    tuned = get_preset("smoke", learning_rate=2e-3, ipo_learning_rate=7e-4)
+    assert (learning_rate(tuned, "dpo"), learning_rate(tuned, "ipo")) == (2e-3, 7e-4)
+    with pytest.raises(ValueError, match="unknown loss 'xpo'"):
+        learning_rate(tuned, "xpo")

@@ -16,7 +16,13 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["Preset", "PRESETS", "NULL_ARM", "get_preset", "validate"]
+__all__ = ["Preset", "PRESETS", "NULL_ARM", "IPO_DPO_RATIO", "LOSSES", "get_preset", "learning_rate", "validate"]
+
+#: The preference losses a run may train with (Alg_PO of Alg. 3): DPO (§6.1) and IPO (App. I.2, Table 2).
+LOSSES = ("dpo", "ipo")
+
+#: The paper's IPO learning rate over its DPO rate, 1e-5 / 5e-5 (App. I.2).
+IPO_DPO_RATIO = 0.2
 
 #: The arm that transfers nothing: the online policy π_OL's own responses (the authors call it ``null``;
 #: named ``online`` here so that result files read back with plain ``pandas.read_csv``, which turns the
@@ -68,7 +74,10 @@ class Preset:
     beta: float = 0.1
     """KL weight of DPO/IPO/XPO (the paper does not state it; its scripts keep TRL's default 0.1)."""
     learning_rate: float = 5e-5
-    """Preference-optimisation learning rate (paper: 5e-5 DPO/XPO, 1e-5 IPO)."""
+    """Learning rate of the DPO (and XPO) runs (paper: 5e-5)."""
+    ipo_learning_rate: float | None = None
+    """Learning rate of the IPO runs (paper App. I.2: 1e-5). ``None``: ``learning_rate`` times the paper's
+    IPO-to-DPO ratio, :data:`IPO_DPO_RATIO` (:func:`learning_rate`)."""
     epochs: int = 3
     """Epochs over each iteration's pairs (the authors' code: 3)."""
     batch_size: int = 16
@@ -122,6 +131,7 @@ _EMBEDDED = Preset(
     update_every=16,
     warmup=16,
     learning_rate=1e-3,
+    ipo_learning_rate=1e-3,
     n_test_prompts=200,
     gold="mpnet",
     gold_autocast_bf16="auto",
@@ -134,6 +144,8 @@ _EMBEDDED = Preset(
         "learning_rate": "1e-3 for the 2M-parameter policy (the paper uses 5e-5 for T5-small): the pick of the tuning "
                          "protocol (`nox -s tune`: every method on the tuning seeds at 3e-4, 1e-3 and 3e-3, judged on "
                          "held-out prompts; tpo_core.tuning)",
+        "ipo_learning_rate": "1e-3 for the IPO runs, the pick of the same protocol run on them (`nox -s tune -- "
+                             "--loss ipo --grid 1e-4 3e-4 1e-3 3e-3`); the paper's IPO-to-DPO ratio would give 2e-4",
     },
 )
 
@@ -188,6 +200,16 @@ _SMOKE = replace(
 PRESETS: dict[str, Preset] = {p.name: p for p in (_EMBEDDED, _PAPER, _SMOKE)}
 
 
+def learning_rate(preset: Preset, loss: str) -> float:
+    """The learning rate of a run trained with ``loss`` (:data:`LOSSES`): ``learning_rate`` for DPO;
+    ``ipo_learning_rate`` for IPO, or ``learning_rate`` × :data:`IPO_DPO_RATIO` where that is ``None``."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    if loss == "dpo":
+        return preset.learning_rate
+    return preset.learning_rate * IPO_DPO_RATIO if preset.ipo_learning_rate is None else preset.ipo_learning_rate
+
+
 def get_preset(name: str, **overrides) -> Preset:
     """The preset called ``name``, with optional field overrides (``get_preset("embedded", seeds=(1,))``).
 
@@ -240,6 +262,8 @@ def validate(p: Preset) -> None:
         v = getattr(p, name)
         if not _is_real(v) or v <= 0:
             raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+    if p.ipo_learning_rate is not None and not (_is_real(p.ipo_learning_rate) and p.ipo_learning_rate > 0):
+        raise ValueError(f"ipo_learning_rate must be None or a finite number > 0, got {p.ipo_learning_rate!r}")
     if not (_is_real(p.null_value) and 0 <= p.null_value <= 1):
         raise ValueError(f"null_value must be a finite number in [0, 1], got {p.null_value!r}")
     if not (_is_real(p.bonus) and p.bonus >= 0):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from tpo_core.empirical import OnlineBatch, run_method, score_online, write_csv
-from tpo_core.presets import Preset
+from tpo_core.presets import Preset, learning_rate
 from tpo_core.progress import track
 from tpo_core.sharding import on_main, per_device_batch
 from tpo_core.provenance import (StaleResultError, canonical, code_identity, describe_changes, publish_dir, read_json,
@@ -38,9 +38,8 @@ class Run:
     carry_stats: bool = False
     """Keep the selector's statistics across iterations (the authors reset them)."""
     loss: str = "dpo"
-    """The preference loss, Alg_PO of Alg. 3: ``"dpo"`` (§6.1) or ``"ipo"`` (App. I.2, Table 2)."""
-    lr_factor: float = 1.0
-    """The learning rate is the preset's times this (the paper's IPO uses 1e-5 against DPO's 5e-5: 0.2)."""
+    """The preference loss, Alg_PO of Alg. 3: ``"dpo"`` (§6.1) or ``"ipo"`` (App. I.2, Table 2); its learning
+    rate is the preset's for that loss (:func:`tpo_core.presets.learning_rate`)."""
 
 
 #: The paper's four methods and the ablations beyond it, by run name.
@@ -52,8 +51,8 @@ RUNS: dict[str, Run] = {
     "tpo-ref-initial": Run("tpo", reference="initial"),
     "tpo-thompson": Run("tpo", selector="thompson"),
     "tpo-carried": Run("tpo", carry_stats=True),
-    "tpo-ipo": Run("tpo", loss="ipo", lr_factor=0.2),
-    "no-transfer-ipo": Run("no-transfer", loss="ipo", lr_factor=0.2),
+    "tpo-ipo": Run("tpo", loss="ipo"),
+    "no-transfer-ipo": Run("no-transfer", loss="ipo"),
 }
 
 
@@ -61,7 +60,7 @@ def preference_config(preset: Preset, run_spec: Run, seed: int):
     from tpo_core.trainer import PreferenceConfig
 
     steps = preset.epochs * math.ceil(preset.prompts_per_iteration / preset.batch_size)
-    return PreferenceConfig(loss_type=run_spec.loss, beta=preset.beta, lr=preset.learning_rate * run_spec.lr_factor,
+    return PreferenceConfig(loss_type=run_spec.loss, beta=preset.beta, lr=learning_rate(preset, run_spec.loss),
                             epochs=preset.epochs,
                             batch_size=per_device_batch(preset.batch_size), grad_accum=1, reference=run_spec.reference,
                             warmup_steps=max(1, round(0.2 * steps)), seed=seed,
@@ -86,9 +85,12 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
 
 
 #: Preset fields that do not change what iteration k of a run computes (labels, the evaluation's size, the
-#: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms).
+#: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms, and
+#: the learning rates: ``learning_rate`` holds the rate of the run's own loss, so a DPO run does not depend on
+#: ``ipo_learning_rate``).
 _NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "eval_samples", "n_iterations", "sources",
-                             "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source"})
+                             "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source",
+                             "ipo_learning_rate"})
 
 
 def run_identity(study: Study, name: str, seed: int) -> dict:
@@ -102,7 +104,8 @@ def run_identity(study: Study, name: str, seed: int) -> dict:
         exploited = worst if spec.method == "exploit-worst" else best
     p = study.preset
     return {"run": asdict(spec), "seed": int(seed),
-            "preset": {k: v for k, v in p.to_dict().items() if k not in _NOT_RUN_FIELDS},
+            "preset": {**{k: v for k, v in p.to_dict().items() if k not in _NOT_RUN_FIELDS},
+                       "learning_rate": learning_rate(p, spec.loss)},
             "arms": {a: p.sources[a] for a in study.arm_names}, "exploited": exploited,
             "pi0": study.pi0_identity, "online": study.data_identity.get("online"), "gold": study.gold_identity,
             "streams": batching_identity(), "code": code_identity("runs")}
@@ -177,8 +180,7 @@ def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, o
     import shutil
 
     base = RUNS["tpo"]
-    if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector or (spec.loss, spec.lr_factor) != (
-            base.loss, base.lr_factor):
+    if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector or spec.loss != base.loss:
         return
     src = study.run_dir("tpo", identity["seed"])
     if read_json(src / "identity.json") != canonical({**identity, "run": asdict(base)}):

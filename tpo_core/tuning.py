@@ -4,16 +4,21 @@ and prompts the book does not report.
 1. **Seeds**: :data:`TUNING_SEEDS`, disjoint from every preset's reported seeds.
 2. **Prompts**: ``n_prompts`` of the study's held-out prompts (:attr:`tpo_core.loading.Study.held_out`: the
    test split without any document of the reported test prompts).
-3. **Runs**: for each value of the grid, every method of :data:`tpo_core.empirical.METHODS` runs the preset's
-   iterations on every tuning seed, with the study's own code (:func:`tpo_core.runs.run`), in a results tree
-   of its own (``<results>/tuning/lr_<value>/``). The exploited sources are the reported study's
-   (:func:`tpo_core.runs.choose_worst_best`): a property of the sources, not a tuned constant.
+3. **Runs**: for each value of the grid, every run of the loss being tuned (:data:`TUNED_RUNS`: DPO, the four
+   methods of :data:`tpo_core.empirical.METHODS`; IPO, the mechanism chapter's TPO and no-transfer) runs the
+   preset's iterations on every tuning seed, with the study's own code (:func:`tpo_core.runs.run`), in a
+   results tree of its own (``<results>/tuning/lr_<value>/`` for DPO, ``ipo_lr_<value>/`` for IPO). The
+   exploited sources are the reported study's (:func:`tpo_core.runs.choose_worst_best`): a property of the
+   sources, not a tuned constant.
 4. **Criterion**: the mean r* of one sampled response per tuning prompt from each run's final policy,
-   averaged over seeds, then over methods, each method weighted equally.
-5. **Pick**: the grid value with the highest criterion (:func:`pick`).
+   averaged over seeds, then over runs, each run weighted equally.
+5. **Pick**: the grid value with the highest criterion (:func:`pick`). Each loss gets its own rate (the paper
+   too uses one rate for DPO and another for IPO, App. I.2): the preset's ``learning_rate`` and
+   ``ipo_learning_rate`` (:func:`tpo_core.presets.learning_rate`).
 
-``python -m tpo_core.tuning --preset embedded --grid 3e-4 1e-3 3e-3`` (or ``nox -s tune``) runs it and
-writes ``<results>/tuning/<preset>.csv``; runs already trained are loaded, not retrained.
+``python -m tpo_core.tuning --preset embedded --grid 3e-4 1e-3 3e-3 [--loss ipo]`` (or ``nox -s tune``) runs
+it and writes ``<results>/tuning/<preset>.csv`` (``<preset>-ipo.csv`` for IPO); runs already trained are
+loaded, not retrained.
 """
 
 from __future__ import annotations
@@ -26,15 +31,25 @@ import pandas as pd
 
 from tpo_core.empirical import METHODS
 from tpo_core.loading import Study, load_study
-from tpo_core.presets import get_preset
+from tpo_core.presets import LOSSES, get_preset
 from tpo_core.progress import track
-from tpo_core.runs import choose_worst_best, run
+from tpo_core.runs import RUNS, choose_worst_best, run
 from tpo_core.table1 import gold_on_prompts
 
-__all__ = ["TUNING_SEEDS", "final_gold", "tune", "criterion", "pick", "main"]
+__all__ = ["TUNING_SEEDS", "TUNED_RUNS", "final_gold", "tune", "criterion", "pick", "table_path", "main"]
 
 #: The seeds of the tuning runs; no preset reports them (tested).
 TUNING_SEEDS = (9001, 9002)
+
+#: Per loss, the runs whose final policies judge a learning rate: every run of the study trained with it
+#: (tested against :data:`tpo_core.runs.RUNS`), but the ablations of TPO's own settings.
+TUNED_RUNS = {"dpo": tuple(METHODS), "ipo": ("tpo-ipo", "no-transfer-ipo")}
+
+
+def table_path(results_root: str | Path, preset: str, loss: str = "dpo") -> Path:
+    """Where :func:`main` writes the tuning table of ``loss``: ``<results>/tuning/<preset>.csv`` (DPO) or
+    ``<preset>-ipo.csv``."""
+    return Path(results_root) / "tuning" / (f"{preset}.csv" if loss == "dpo" else f"{preset}-{loss}.csv")
 
 
 def final_gold(study: Study, name: str, seed: int, prompts: pd.DataFrame) -> float:
@@ -50,31 +65,40 @@ def final_gold(study: Study, name: str, seed: int, prompts: pd.DataFrame) -> flo
     return float(gold_on_prompts(study, pol, 20_000 + int(seed), prompts, n_samples=1).mean())
 
 
-def tune(preset: str, grid, *, results_root: str | Path = "results", seeds=TUNING_SEEDS, methods=METHODS,
-         n_prompts: int = 100, progress: bool = True) -> pd.DataFrame:
-    """The protocol of the module docstring for the learning rates ``grid``. Returns one row per value,
-    method and seed: ``learning_rate, method, seed, final_gold``."""
+def tune(preset: str, grid, *, loss: str = "dpo", results_root: str | Path = "results", seeds=TUNING_SEEDS,
+         methods=None, n_prompts: int = 100, progress: bool = True) -> pd.DataFrame:
+    """The protocol of the module docstring for the learning rates ``grid`` of ``loss``'s runs (``methods``:
+    run names of :data:`tpo_core.runs.RUNS` trained with ``loss``; default :data:`TUNED_RUNS`). Returns one
+    row per value, run and seed: ``learning_rate, method, seed, final_gold``."""
     grid = [float(v) for v in grid]
     if not grid or any(not (np.isfinite(v) and v > 0) for v in grid) or len(set(grid)) != len(grid):
         raise ValueError(f"grid must hold distinct positive learning rates, got {grid}")
     reported = set(get_preset(preset).seeds)
     if reported & set(seeds):
         raise ValueError(f"tuning seeds {sorted(reported & set(seeds))} are reported seeds of {preset!r}")
-    unknown = set(methods) - set(METHODS)
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
+    methods = list(TUNED_RUNS[loss] if methods is None else methods)
+    unknown = set(methods) - set(RUNS)
     if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose among {METHODS}")
+        raise ValueError(f"unknown runs {sorted(unknown)}; choose among {sorted(RUNS)}")
+    other = [m for m in methods if RUNS[m].loss != loss]
+    if other:
+        raise ValueError(f"runs {other} do not train with {loss!r}: tune one loss's rate at a time")
     results_root = Path(results_root)
     worst, best = None, None
-    if {"exploit-worst", "exploit-best"} & set(methods):
+    if {"exploit-worst", "exploit-best"} & {RUNS[m].method for m in methods}:
         worst, best = choose_worst_best(load_study(preset, results_root=results_root, with_models=False))
     rows = []
     for lr in grid:
-        study = load_study(preset, results_root=results_root / "tuning" / f"lr_{lr:g}", sources="arms",
-                           learning_rate=lr, seeds=tuple(seeds), worst_source=worst, best_source=best)
+        tree, rate = (f"lr_{lr:g}", {"learning_rate": lr}) if loss == "dpo" else (f"{loss}_lr_{lr:g}",
+                                                                                {f"{loss}_learning_rate": lr})
+        study = load_study(preset, results_root=results_root / "tuning" / tree, sources="arms",
+                           seeds=tuple(seeds), worst_source=worst, best_source=best, **rate)
         if study.held_out.empty:
             raise ValueError(f"preset {preset!r} has no held-out prompts beside its test prompts")
         prompts = study.held_out.iloc[:min(n_prompts, len(study.held_out))]
-        for m, s in track([(m, s) for m in methods for s in seeds], f"tuning lr={lr:g}", disable=not progress,
+        for m, s in track([(m, s) for m in methods for s in seeds], f"tuning {loss} lr={lr:g}", disable=not progress,
                           unit="run"):
             run(study, m, s)
             rows.append({"learning_rate": lr, "method": m, "seed": int(s), "final_gold": final_gold(study, m, s, prompts)})
@@ -82,8 +106,8 @@ def tune(preset: str, grid, *, results_root: str | Path = "results", seeds=TUNIN
 
 
 def criterion(table: pd.DataFrame) -> pd.DataFrame:
-    """Per learning rate (rows): each method's mean ``final_gold`` over seeds (columns) and ``criterion``, their
-    mean, each method weighted equally."""
+    """Per learning rate (rows): each run's mean ``final_gold`` over seeds (columns) and ``criterion``, their
+    mean, each run weighted equally."""
     per_method = table.groupby(["learning_rate", "method"]).final_gold.mean().unstack()
     return per_method.assign(criterion=per_method.mean(axis=1))
 
@@ -96,18 +120,19 @@ def pick(table: pd.DataFrame) -> float:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="embedded")
+    ap.add_argument("--loss", default="dpo", choices=LOSSES, help="whose learning rate: the runs of TUNED_RUNS[loss]")
     ap.add_argument("--grid", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3])
     ap.add_argument("--seeds", type=int, nargs="+", default=list(TUNING_SEEDS))
     ap.add_argument("--n-prompts", type=int, default=100)
     ap.add_argument("--results-dir", default="results")
     a = ap.parse_args(argv)
-    table = tune(a.preset, a.grid, results_root=a.results_dir, seeds=a.seeds, n_prompts=a.n_prompts)
-    out = Path(a.results_dir) / "tuning" / f"{a.preset}.csv"
+    table = tune(a.preset, a.grid, loss=a.loss, results_root=a.results_dir, seeds=a.seeds, n_prompts=a.n_prompts)
+    out = table_path(a.results_dir, a.preset, a.loss)
     from tpo_core.empirical import write_csv
 
     write_csv(table, out)
     print(criterion(table).to_string())
-    print(f"picked learning rate: {pick(table):g} (written {out})")
+    print(f"picked {a.loss} learning rate: {pick(table):g} (written {out})")
 
 
 if __name__ == "__main__":
