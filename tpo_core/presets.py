@@ -1,7 +1,7 @@
 """Presets of the language-model study: one config object each, chosen by the notebooks' ``preset``.
 
 * ``embedded`` (default): offline, 2 CPU cores, real Debian package-description data and real small
-  models; the whole ``nox -s reproduce`` within an hour.
+  models; sized for ``nox -s reproduce`` on 2 CPU cores (the README gives what each chapter takes).
 * ``paper``: the paper's setup (paper §6 and the authors' scripts): T5-small on XSum, T5-base/T5-large and BERTScore
   (distilbert) sources, the FsfairX-LLaMA3 reward model as the human, the authors' sizes. Loaded from
   the Hugging Face Hub, for GPU users; it cannot run on our machines.
