@@ -269,3 +269,35 @@ def test_to_hf_dataset():
     pytest.importorskip("datasets")
     ds = data.to_hf_dataset(data.load_debian("test").head(3))
     assert ds.column_names == ["package", "document", "summary", "group"] and len(ds) == 3
+
+
+def test_the_reserve_is_whole_groups_apart_from_every_test_set_and_test_sets_are_nested():
+    """No ``n_test`` reaches into the reserve (tuning and pilot prompts are never reported, whatever the
+    evaluation's size); a larger test set only appends prompts; whole groups lie on one side."""
+    test = data.load_debian("test")
+    reserve, t200 = data.reserve_and_test(test, 200)
+    assert len(reserve) >= min(data.RESERVED_PROMPTS, len(test) // 2) and len(t200) == 200
+    for n in (1, 37, 800, len(test)):
+        r, t = data.reserve_and_test(test, n)
+        pd.testing.assert_frame_equal(r, reserve)  # the reserve does not depend on n_test
+        k = min(len(t), 200)
+        pd.testing.assert_frame_equal(t.iloc[:k], t200.iloc[:k])  # nested
+        assert not set(t.group) & set(reserve.group) and not set(t.document) & set(reserve.document)
+    everything = data.reserve_and_test(test, len(test))[1]
+    assert len(everything) + len(reserve) == len(test)  # groups on one side: nothing lost but the reserve
+    # in random order: the first 100 reserve prompts are a draw from many groups, not the split's first ones
+    assert reserve.group.iloc[:100].nunique() > 60
+    assert set(reserve.group.iloc[:100]) != set(test.group.iloc[:100])
+
+
+def test_the_reserve_without_groups_splits_rows_and_keeps_documents_apart():
+    rows = pd.DataFrame({"document": [f"d{i % 15}" for i in range(40)], "summary": ["s"] * 40})
+    reserve, t = data.reserve_and_test(rows, 10, n_reserved=8)
+    assert len(reserve) == 8 and len(t) == 10
+    assert not set(t.document) & set(reserve.document)  # a duplicated document never straddles the cut
+    assert len(data.reserve_and_test(rows, 1000, n_reserved=8)[1]) < 40 - 8 + 1
+    assert len(data.reserve_and_test(rows, 5, n_reserved=1000)[0]) == 20  # at most half the split
+    with pytest.raises(ValueError, match="positive integer"):
+        data.reserve_and_test(rows, 0)
+    with pytest.raises(ValueError, match="2 rows or more"):
+        data.reserve_and_test(rows.iloc[:1], 1)

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["DATA_SHA256", "DEFAULT_PATH", "SPLITS", "load_debian", "sample_prompts", "lead_baseline",
-           "to_hf_dataset"]
+__all__ = ["DATA_SHA256", "DEFAULT_PATH", "SPLITS", "RESERVED_PROMPTS", "load_debian", "sample_prompts",
+           "reserve_and_test", "lead_baseline", "to_hf_dataset"]
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "debian" / "descriptions.jsonl.gz"
 DATA_SHA256 = "57438e3a8949220198764c3b23e0cf1c1e32891715c9b80e0d6a8177863e3521"
@@ -106,6 +106,39 @@ def sample_prompts(df: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.Dat
         raise ValueError(f"n must be an integer in [1, {len(df)}] (sampling without replacement "
                          f"from {len(df)} rows), got {n!r}")
     return df.iloc[rng.choice(len(df), size=int(n), replace=False)].reset_index(drop=True)
+
+
+#: Prompts of the test split set aside for the tuning protocol and the pilot (at most half the split).
+RESERVED_PROMPTS = 500
+
+
+def reserve_and_test(test: pd.DataFrame, n_test: int, *, n_reserved: int = RESERVED_PROMPTS,
+                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(reserve, test_prompts)``: the test split cut, by one fixed shuffle, into prompts set aside for tuning
+    and the pilot and the reported test prompts, so that no ``n_test`` ever reaches into the reserve.
+
+    One permutation (``numpy.random.default_rng(seed)``) orders the split's groups (rows, where there is no
+    ``group`` column); the reserve takes whole groups from its start until it holds ``min(n_reserved,
+    len(test) // 2)`` rows or more, in shuffled row order, so any first ``k`` of it is a random draw. The test
+    prompts are the other rows, in shuffled order, without any document of the reserve, the first ``n_test`` of
+    them (all, if fewer remain): a larger ``n_test`` only appends prompts. Index reset on both.
+    """
+    if isinstance(n_test, bool) or not isinstance(n_test, (int, np.integer)) or n_test < 1:
+        raise ValueError(f"n_test must be a positive integer, got {n_test!r}")
+    if len(test) < 2:
+        raise ValueError(f"the test split needs 2 rows or more for a reserve and test prompts, got {len(test)}")
+    rng = np.random.default_rng(seed)
+    units = test["group"].to_numpy() if "group" in test.columns else np.arange(len(test))
+    uniq = pd.unique(units)
+    order = uniq[rng.permutation(len(uniq))]
+    sizes = pd.Series(units).value_counts().reindex(order).to_numpy()
+    k = int(np.searchsorted(np.cumsum(sizes), min(int(n_reserved), len(test) // 2))) + 1
+    in_reserve = np.isin(units, order[:k])
+    reserve = test[in_reserve]
+    reserve = reserve.iloc[rng.permutation(len(reserve))].reset_index(drop=True)
+    rest = test[~in_reserve & ~test.document.isin(set(reserve.document)).to_numpy()]
+    rest = rest.iloc[rng.permutation(len(rest))].reset_index(drop=True)
+    return reserve, rest.iloc[:int(n_test)].reset_index(drop=True)
 
 
 def lead_baseline(document: str, n_words: int = 8) -> str:

@@ -9,12 +9,11 @@ import numbers
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from tpo_core.common import default_device
-from tpo_core.data import sample_prompts
+from tpo_core.data import reserve_and_test
 from tpo_core.presets import Preset, get_preset, validate
 from tpo_core.sharding import current
 from tpo_core.provenance import CHECKSUMS, read_json
@@ -32,7 +31,8 @@ class Study:
     online: pd.DataFrame
     """Online prompts (documents and reference summaries)."""
     test: pd.DataFrame
-    """Held-out prompts of the win-rate evaluation (the first ``n_test_prompts`` of a fixed shuffle)."""
+    """Held-out prompts of the win-rate evaluation (the first ``n_test_prompts`` of a fixed shuffle of the test
+    split outside the reserve, :func:`tpo_core.data.reserve_and_test`)."""
     sources: dict
     """Arm name -> source reward (``score(prompts, responses, references)``)."""
     gold: object
@@ -52,8 +52,10 @@ class Study:
     data_identity: dict = field(default_factory=dict)
     """sha256 of the online and test prompts (documents and references) this study uses."""
     held_out: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """The test split's other prompts: no document of :attr:`test` among them (the tuning protocol's
-    prompts, :mod:`tpo_core.tuning`; never reported)."""
+    """The test split's reserve (:func:`tpo_core.data.reserve_and_test`): whole groups set aside by a fixed
+    shuffle, in random order, no document of :attr:`test` among them whatever ``n_test_prompts`` is. The
+    prompts of the tuning protocol (:mod:`tpo_core.tuning`) and the pilot (:mod:`tpo_core.pilot`); never
+    reported."""
 
     def new_pi0(self):
         """A fresh copy of π_0 (each run trains its own)."""
@@ -195,10 +197,7 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     sft, online, test = _splits(preset, model_paths)
     if len(online) == 0 or len(test) == 0:
         raise ValueError(f"preset {preset.name!r}: an empty online or test split")
-    full_test = test
-    test = sample_prompts(test, min(preset.n_test_prompts, len(test)), np.random.default_rng(0))
-    test = test.reset_index(drop=True)
-    held_out = full_test[~full_test.document.isin(set(test.document))].reset_index(drop=True)
+    held_out, test = reserve_and_test(test, preset.n_test_prompts)
     wanted = preset
     if sources == "arms" and preset.arms is not None:
         wanted = replace(preset, sources={a: preset.sources[a] for a in preset.arms})

@@ -2,8 +2,8 @@
 does not report, and the design that detects the smallest effect within a time budget.
 
 1. **Seeds**: :data:`PILOT_SEEDS`, disjoint from every preset's reported seeds and from the tuning seeds.
-2. **Prompts**: the first ``n_prompts`` of the study's held-out prompts (:attr:`tpo_core.loading.Study.held_out`:
-   no document of the reported test prompts among them).
+2. **Prompts**: the first ``n_prompts`` of the test split's reserve (:attr:`tpo_core.loading.Study.held_out`:
+   whole groups, in random order, never among the reported test prompts whatever their number).
 3. **Runs**: for each *setting* (a label and preset-field overrides, e.g. ``{"prompts_per_iteration": 128}``;
    ``{}`` is the preset itself), TPO and no-transfer run the preset's iterations on every pilot seed with the
    study's own code (:func:`tpo_core.runs.run`), in a results tree of their own

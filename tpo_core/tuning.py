@@ -2,8 +2,8 @@
 and prompts the book does not report.
 
 1. **Seeds**: :data:`TUNING_SEEDS`, disjoint from every preset's reported seeds.
-2. **Prompts**: ``n_prompts`` of the study's held-out prompts (:attr:`tpo_core.loading.Study.held_out`: the
-   test split without any document of the reported test prompts).
+2. **Prompts**: the first ``n_prompts`` of the test split's reserve (:attr:`tpo_core.loading.Study.held_out`:
+   whole groups, in random order, never among the reported test prompts whatever their number).
 3. **Runs**: for each value of the grid, every run of the loss being tuned (:data:`TUNED_RUNS`: DPO, the four
    methods of :data:`tpo_core.empirical.METHODS`; IPO, the mechanism chapter's TPO and no-transfer) runs the
    preset's iterations on every tuning seed, with the study's own code (:func:`tpo_core.runs.run`), in a
