@@ -91,10 +91,9 @@ def tune(preset: str, grid, *, loss: str = "dpo", results_root: str | Path = "re
         worst, best = choose_worst_best(load_study(preset, results_root=results_root, with_models=False))
     rows = []
     for lr in grid:
-        tree, rate = (f"lr_{lr:g}", {"learning_rate": lr}) if loss == "dpo" else (f"{loss}_lr_{lr:g}",
-                                                                                {f"{loss}_learning_rate": lr})
-        study = load_study(preset, results_root=results_root / "tuning" / tree, sources="arms",
-                           seeds=tuple(seeds), worst_source=worst, best_source=best, **rate)
+        prefix = "" if loss == "dpo" else f"{loss}_"  # the preset field and the folder of this loss's rate
+        study = load_study(preset, results_root=results_root / "tuning" / f"{prefix}lr_{lr:g}", sources="arms",
+                           seeds=tuple(seeds), worst_source=worst, best_source=best, **{f"{prefix}learning_rate": lr})
         if study.held_out.empty:
             raise ValueError(f"preset {preset!r} has no held-out prompts beside its test prompts")
         prompts = study.held_out.iloc[:min(n_prompts, len(study.held_out))]
