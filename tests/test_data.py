@@ -301,3 +301,5 @@ def test_the_reserve_without_groups_splits_rows_and_keeps_documents_apart():
         data.reserve_and_test(rows, 0)
     with pytest.raises(ValueError, match="2 rows or more"):
         data.reserve_and_test(rows.iloc[:1], 1)
+    with pytest.raises(ValueError, match="no test prompts remain"):
+        data.reserve_and_test(rows.assign(group="one"), 5)  # one group: the reserve takes every row

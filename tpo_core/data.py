@@ -138,6 +138,8 @@ def reserve_and_test(test: pd.DataFrame, n_test: int, *, n_reserved: int = RESER
     reserve = reserve.iloc[rng.permutation(len(reserve))].reset_index(drop=True)
     rest = test[~in_reserve & ~test.document.isin(set(reserve.document)).to_numpy()]
     rest = rest.iloc[rng.permutation(len(rest))].reset_index(drop=True)
+    if rest.empty:
+        raise ValueError(f"no test prompts remain beside the reserve: its whole groups hold all {len(test)} rows")
     return reserve, rest.iloc[:int(n_test)].reset_index(drop=True)
 
 
