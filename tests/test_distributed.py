@@ -341,7 +341,7 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     np.testing.assert_allclose(l2[cols].to_numpy(), l1[cols].to_numpy(), rtol=1e-4, atol=1e-6)
 
     # sharded evaluation: the same gold rewards as on one process
-    ev = Path("eval") / "pi_0" / f"seed_{seed}.csv"
+    ev = Path("eval") / "pi_0" / "once.csv"
     assert (one.root / ev).read_bytes() == (two.root / ev).read_bytes()
 
     # files: the same set, each written once by the main process through a temporary name, none left half

@@ -26,9 +26,10 @@ def quick_run(tmp_path_factory):
     return tmp, book, manifests
 
 
-#: Chapters that draw no random numbers of their own (06 reads presets and results; the benchmark seeds its
-#: model inside tpo_core.bench), so they have no seed parameter.
-NO_RANDOMNESS = {"06_differences", "A1_bench"}
+#: Chapters that draw no random numbers of their own (06 reads presets and results; 07 computes log-probabilities
+#: and t-intervals of finished runs; the benchmark seeds its model inside tpo_core.bench), so they have no seed
+#: parameter.
+NO_RANDOMNESS = {"06_differences", "07_mechanism", "A1_bench"}
 
 
 @pytest.mark.parametrize("spec", reproduce.NOTEBOOKS, ids=lambda s: s.name)

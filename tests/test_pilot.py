@@ -62,15 +62,20 @@ def test_sd_interval_is_the_chi_square_interval():
 def test_summarize_is_the_variance_split_in_points():
     rng = np.random.default_rng(1)
     x = rng.integers(0, 3, size=(5, 40)) / 2
-    runs = pd.DataFrame({"setting": "a", "method": ["tpo", "no-transfer"] * 5, "seed": np.repeat(np.arange(5), 2),
+    runs = pd.DataFrame({"setting": "a", "method": ["exploit-oracle", "no-transfer"] * 5, "seed": np.repeat(np.arange(5), 2),
                          "seconds": [0.0, 1, 2, 3, 4, 5, 6, 7, 8, 100], "final_gold": np.tile([0.3, 0.1], 5)})
     row = PL.summarize(runs, {"a": x}).iloc[0]
     split = power.variance_split(x)
     for k in ("sd_between", "sd_eval", "sd_train"):
         assert row[k] == pytest.approx(100 * split[k])
-    assert row.win_rate == pytest.approx(100 * x.mean())
-    assert (row.gold_tpo, row.gold_no_transfer) == pytest.approx((0.3, 0.1))
+    assert row.win_rate == pytest.approx(100 * x.mean()) and row.effect == pytest.approx(abs(100 * x.mean() - 50))
+    assert (row.gold_control, row.gold_no_transfer) == pytest.approx((0.3, 0.1))
     assert row.seconds_per_seed == 9.0  # the median of the per-seed sums 1, 5, 9, 13, 108: one slowed seed moves nothing
+    # the seeds that detect the control's effect at the (floored) sd, and what they cost
+    sd = max(row.sd_between, row.sd_eval)
+    assert row.seeds_to_detect == power.seeds_needed(sd, row.effect)
+    assert power.mde(sd, int(row.seeds_to_detect)) <= row.effect < power.mde(sd, int(row.seeds_to_detect) - 1)
+    assert row.minutes_to_detect == pytest.approx(row.seeds_to_detect * 9.0 / 60)
     nan = PL.summarize(runs.assign(seconds=np.where(runs.index == 3, np.nan, runs.seconds)), {"a": x}).iloc[0]
     assert math.isnan(nan.seconds_per_seed)  # a seed without a timing leaves the setting unpriced
 
@@ -89,8 +94,9 @@ def test_designs_price_each_setting_and_choose_the_smallest_mde_that_fits():
                        seeds_grid=(5, 10), prompts_grid=(200,), samples_grid=(1, 2))
     assert set(table.setting) == {"a", "b"}  # c has no timing, d no spread (not a noiseless setting)
     one = table[(table.setting == "a") & (table.n_seeds == 10) & (table.eval_samples == 1)].iloc[0]
-    # 4 methods at the mean of the pilot's two runs; 4 x 3 + 1 checkpoints of 200 responses each
-    assert one.minutes == pytest.approx((600 + 10 * (2 * 200 + 13 * 200 * 0.05)) / 60)
+    # 3 runs a seed (TPO, no-transfer, the oracle) at the mean of the pilot's two runs; 3 x 3 checkpoints of 200
+    # responses each (pi_0 is judged once)
+    assert one.minutes == pytest.approx((600 + 10 * (1.5 * 200 + 9 * 200 * 0.05)) / 60)
     assert one.sd_between == pytest.approx(math.sqrt(16 + 9 * 100 * 2 / 200))
     pick = PL.choose(table, 60.0)
     fits = table[table.minutes <= 60]
@@ -107,7 +113,7 @@ def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, 
     assert list(runs.columns) == ["setting", "method", "seed", "seconds", "final_gold"] and len(runs) == 8
     assert (runs.seconds > 0).all() and np.isfinite(runs.final_gold).all()
     assert set(outcomes) == set(SETTINGS) and all(x.shape == (2, 4) for x in outcomes.values())
-    ident = json.loads((tmp_path / "pilot" / "prompts_4" / "smoke" / "runs" / "tpo" / "seed_9101"
+    ident = json.loads((tmp_path / "pilot" / "prompts_4" / "smoke" / "runs" / "exploit-oracle" / "seed_9101"
                         / "identity.json").read_text())
     assert ident["preset"]["prompts_per_iteration"] == 4 and ident["seed"] == 9101
     # the cached evaluation is what a fresh evaluation of the final checkpoint gives
@@ -130,6 +136,15 @@ def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, 
     pd.testing.assert_frame_equal(again, runs)
     for k in outcomes:
         np.testing.assert_array_equal(outcomes2[k], outcomes[k])
+
+
+def test_pick_by_effect_takes_the_fewest_minutes_to_detect_the_control():
+    summary = pd.DataFrame([_summary(setting="quiet_no_effect", effect=0.0, minutes_to_detect=float("nan")),
+                            _summary(setting="big_slow", effect=20.0, minutes_to_detect=30.0),
+                            _summary(setting="small_fast", effect=5.0, minutes_to_detect=12.0),
+                            _summary(setting="tie_bigger", effect=8.0, minutes_to_detect=12.0)])
+    assert PL.pick_by_effect(summary).setting == "tie_bigger"  # a setting without effect is never picked
+    assert PL.pick_by_effect(summary.iloc[:1]) is None
 
 
 def test_only_settings_whose_sd_intervals_separate_are_distinguishable():

@@ -144,3 +144,73 @@ def test_design_table_costs_and_noise():
     with pytest.raises(ValueError):
         P.design_table(5.0, 3.5, n_prompts=200, samples=1, seeds_grid=[5], prompts_grid=[200], samples_grid=[1],
                        seconds_fixed=-1, seconds_training_per_seed=1, seconds_per_response=1, checkpoints_per_seed=1)
+
+
+def test_variance_split_of_crossed_prompts_counts_the_shared_prompt_effect_apart():
+    """Every seed judged on the same prompts: a prompt main effect (sd 0.3 on the outcome scale) is common to all
+    seeds, so it must not count as noise between seeds. The split recovers the seed, prompt and residual parts."""
+    rng = np.random.default_rng(5)
+    n_seeds, n_prompts, sd_seed, sd_prompt, sd_resid = 300, 300, 0.03, 0.3, 0.2
+    x = (0.5 + rng.normal(0, sd_seed, (n_seeds, 1)) + rng.normal(0, sd_prompt, (1, n_prompts))
+         + rng.normal(0, sd_resid, (n_seeds, n_prompts)))
+    out = P.variance_split(x)
+    assert out["sd_eval"] == pytest.approx(sd_resid / math.sqrt(n_prompts), rel=0.03)
+    assert out["sd_train"] == pytest.approx(sd_seed, rel=0.15)
+    assert out["sd_prompt"] == pytest.approx(sd_prompt / math.sqrt(n_prompts), rel=0.15)
+    assert out["sd_between"] == pytest.approx(x.mean(axis=1).std(ddof=1))  # the sd of the per-seed means
+    # the within-seed (nested) estimate would have called the prompt effect noise: sqrt(0.3² + 0.2²) / sqrt(P)
+    nested = math.sqrt((x.var(axis=1, ddof=1) / n_prompts).mean())
+    assert nested > 1.5 * out["sd_eval"]
+
+
+def test_floored_t_never_narrower_than_the_evaluation_noise():
+    from tpo_core.evaluation import t_interval
+
+    spread = np.array([0.52, 0.55, 0.49, 0.58, 0.51])
+    out = P.floored_t(spread, sd_eval=0.01)  # the seeds vary more than their evaluation noise: the plain t
+    mean, lo, hi = t_interval(spread, bounds=(0, 1))
+    assert (out["ci_low"], out["ci_high"]) == pytest.approx((lo, hi)) and not out["floored"]
+    assert out["p_value"] == pytest.approx(stats.ttest_1samp(spread, 0.5).pvalue)
+    # five seeds far closer together than 200 binary outcomes each allow (the IPO cell of an earlier build)
+    tight = np.array([0.500, 0.495, 0.505, 0.495, 0.510])
+    sd_eval = math.sqrt(0.25 / 200)
+    out = P.floored_t(tight, sd_eval)
+    half = stats.t.ppf(0.975, 4) * sd_eval / math.sqrt(5)
+    assert out["floored"] and out["sd"] == sd_eval
+    assert (out["ci_high"] - out["ci_low"]) / 2 == pytest.approx(half)
+    assert (out["ci_high"] - out["ci_low"]) / 2 > 3 * (stats.t.ppf(0.975, 4) * tight.std(ddof=1) / math.sqrt(5))
+    assert math.isnan(P.floored_t([0.5, 0.6], 0.01)["ci_low"])  # too few seeds: no interval
+
+
+def test_floored_t_covers_at_least_its_level_when_seeds_do_not_vary():
+    """No training noise, 5 seeds x 200 fair coin prompts: the floored interval covers 50% at least 95% of the
+    time (the plain t-interval, built from five noisy sds, also does on average, but it has no floor)."""
+    rng = np.random.default_rng(11)
+    per_seed = (rng.random((4000, 5, 200)) < 0.5).mean(axis=2)
+    cover = np.mean([(lambda o: o["ci_low"] <= 0.5 <= o["ci_high"])(P.floored_t(v, math.sqrt(0.25 / 200)))
+                     for v in per_seed])
+    assert cover >= 0.95
+
+
+def test_crossed_interval_covers_the_mean_over_new_seeds_and_new_prompts():
+    from tpo_core.evaluation import t_interval
+
+    rng = np.random.default_rng(7)
+    hits, hits_seeds_only = [], []
+    for _ in range(600):
+        x = 0.5 + rng.normal(0, 0.04, (8, 1)) + rng.normal(0, 0.25, (1, 60)) + rng.normal(0, 0.3, (8, 60))
+        lo, hi = P.crossed_interval(x)
+        hits.append(lo <= 0.5 <= hi)
+        _, tlo, thi = t_interval(x.mean(axis=1))
+        hits_seeds_only.append(tlo <= 0.5 <= thi)
+    assert 0.92 <= np.mean(hits) <= 0.99
+    assert np.mean(hits_seeds_only) < 0.85  # the interval across seeds alone misses the prompt main effect
+    assert all(math.isnan(v) for v in P.crossed_interval(np.ones((2, 5)) * 0.5 + np.eye(2, 5)))
+
+
+def test_tie_rate_counts_equal_gold_pairs():
+    a = np.array([[[0.1, 0.2], [0.3, 0.3]]])  # 1 seed, 2 prompts, 2 samples
+    b = np.array([[[0.1, 0.5], [0.3, 0.0]]])
+    # prompt 0: pairs (0.1,0.1) tie, (0.1,0.5), (0.2,0.1), (0.2,0.5): 1 of 4; prompt 1: (0.3,0.3) twice: 2 of 4
+    assert P.tie_rate(a, b) == pytest.approx(3 / 8)
+    assert P.tie_rate(a[..., 0], b[..., 0]) == 1.0 and P.tie_rate(a[..., 1], b[..., 1]) == 0.0

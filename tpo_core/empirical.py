@@ -23,18 +23,22 @@ import pandas as pd
 from tpo_core.common import ONLINE, POOL, prompt_streams
 from tpo_core.data import sample_prompts
 from tpo_core.oracle import label_best_worst
-from tpo_core.presets import NULL_ARM
+from tpo_core.presets import NULL_ARM, ORACLE_ARM
 from tpo_core.progress import Progress, track
 from tpo_core.provenance import write_atomic
 from tpo_core.selection import TransferSelector
 from tpo_core.sharding import current, deal, gather, on_main
 from tpo_core.sources import best_of_n
 
-__all__ = ["METHODS", "OnlineBatch", "build_candidates", "transfer_win", "score_online", "iteration_prompts",
+__all__ = ["METHODS", "CONTROL", "OnlineBatch", "build_candidates", "transfer_win", "score_online", "iteration_prompts",
            "collect_iteration", "make_selector", "run_method"]
 
 #: The methods of Table 1: empirical TPO and its three baselines (paper §6.1).
 METHODS = ("tpo", "no-transfer", "exploit-worst", "exploit-best")
+
+#: The positive control beyond the paper: always transfer from Best-of-N by the human r* itself
+#: (:data:`~tpo_core.presets.ORACLE_ARM`), the largest effect transfer can have with these pools.
+CONTROL = "exploit-oracle"
 
 
 def build_candidates(online: list[str], pool: list[str] | None, pool_scores, k: int
@@ -275,15 +279,16 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
 
 def make_selector(method: str, arms, preset, *, worst: str | None = None, best: str | None = None,
                   policy: str = "paper-ucb", seed: int = 0) -> TransferSelector:
-    """The arm selector of ``method``: the bandit for ``tpo``, a fixed arm for the baselines."""
+    """The arm selector of ``method``: the bandit for ``tpo``, a fixed arm for the baselines and the control
+    (whose ``arms`` must then hold :data:`~tpo_core.presets.ORACLE_ARM`)."""
     arms = list(arms) + [NULL_ARM]
-    fixed = {"no-transfer": NULL_ARM, "exploit-worst": worst, "exploit-best": best}
+    fixed = {"no-transfer": NULL_ARM, "exploit-worst": worst, "exploit-best": best, CONTROL: ORACLE_ARM}
     if method == "tpo":
         return TransferSelector(arms, policy=policy, bonus=preset.bonus, null_value=preset.null_value,
                                 null_arm=NULL_ARM, update_every=preset.update_every, warmup=preset.warmup,
                                 seed=seed)
     if method not in fixed:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        raise ValueError(f"unknown method {method!r}; choose one of {(*METHODS, CONTROL)}")
     if fixed[method] not in arms:
         raise ValueError(f"{method} needs a source arm among {arms[:-1]}, got {fixed[method]!r}")
     return TransferSelector(arms, policy=f"fixed:{fixed[method]}", null_arm=NULL_ARM,

@@ -1,20 +1,27 @@
-"""The pilot: how much training noise each setting leaves in a Table 1 cell, on seeds and prompts the book
-does not report, and the design that detects the smallest effect within a time budget.
+"""The positive-control pilot: for each candidate setting, the effect of the positive control (exploit-oracle
+against no-transfer), its noise and its cost, on seeds and prompts the book does not report; the setting that
+detects its effect in the fewest minutes, and the design that detects the smallest effect within a time budget.
+
+Settings are judged by effect over noise, never by noise alone: a setting that barely trains leaves little
+training noise and also little effect to find.
 
 1. **Seeds**: :data:`PILOT_SEEDS`, disjoint from every preset's reported seeds and from the tuning seeds.
 2. **Prompts**: the first ``n_prompts`` of the test split's reserve (:attr:`tpo_core.loading.Study.held_out`:
    whole groups, in random order, never among the reported test prompts whatever their number).
 3. **Runs**: for each *setting* (a label and preset-field overrides, e.g. ``{"prompts_per_iteration": 128}``;
-   ``{}`` is the preset itself), TPO and no-transfer run the preset's iterations on every pilot seed with the
+   ``{}`` is the preset itself), exploit-oracle and no-transfer run the preset's iterations on every pilot seed with the
    study's own code (:func:`tpo_core.runs.run`), in a results tree of their own
    (``<results>/pilot/<label>/``), each run's cost read from its own timing (:func:`tpo_core.runs.run_seconds`).
 4. **Evaluation**: each final policy samples ``eval_samples`` responses per pilot prompt with the evaluation
-   stream ``30_000 + seed`` (common random numbers between the two methods); the TPO-vs-no-transfer outcomes
+   stream ``30_000 + seed`` (common random numbers between the two methods); the oracle-vs-no-transfer outcomes
    (:func:`tpo_core.evaluation.pairwise_outcomes`), shape ``(n_seeds, n_prompts)``, give the cell's
    between-seed sd and its split into evaluation and training noise (:func:`tpo_core.power.variance_split`).
-5. **Design**: for every setting, :func:`tpo_core.power.design_table` prices (seeds, test prompts, samples per
-   prompt) with that setting's training noise and timings; :func:`choose` picks the design with the
-   smallest MDE within the budget.
+5. **Effect per minute**: :func:`summarize` gives each setting's control effect ``|win rate − 50|``, the seeds
+   a t-test needs to detect it with 80% power, and the minutes those seeds cost (``minutes_to_detect``);
+   :func:`pick_by_effect` takes the setting that needs the fewest.
+6. **Design**: for every setting, :func:`tpo_core.power.design_table` prices (seeds, test prompts, samples per
+   prompt) of the study's primary contrast with that setting's noise and timings; :func:`choose` picks the design
+   with the smallest MDE within the budget.
 
 A between-seed sd from 5 seeds is itself uncertain by a factor of about two (:func:`sd_interval`), so a
 setting replaces the preset's training only where the pilot tells their sds apart (:func:`distinguishable`);
@@ -34,6 +41,7 @@ import pandas as pd
 from scipy import stats
 
 from tpo_core import power
+from tpo_core.empirical import CONTROL
 from tpo_core.evaluation import pairwise_outcomes
 from tpo_core.loading import Study, load_study
 from tpo_core.presets import get_preset
@@ -43,13 +51,14 @@ from tpo_core.table1 import eval_key, gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
 
 __all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "final_gold_matrix", "pilot",
-           "summarize", "sd_interval", "designs", "distinguishable", "choose"]
+           "summarize", "sd_interval", "designs", "distinguishable", "choose", "pick_by_effect"]
 
 #: The seeds of the pilot runs; no preset reports them, and they are not the tuning seeds (tested).
 PILOT_SEEDS = (9101, 9102, 9103, 9104, 9105)
 
-#: The two runs of the pilot's cell: Table 1's first comparison.
-METHODS = ("tpo", "no-transfer")
+#: The two runs of the pilot's cell: the positive control against no-transfer (the largest effect transfer can
+#: have; a setting that cannot show it cannot show TPO's).
+METHODS = (CONTROL, "no-transfer")
 
 #: Preset fields the pilot itself sets, so a setting may not override them.
 CONTROLLED = frozenset({"seeds", "n_test_prompts", "eval_samples", "name"})
@@ -110,7 +119,7 @@ def pilot(preset: str, settings: dict, *, results_root: str | Path = "results", 
 
     Returns ``(runs, outcomes)``: ``runs`` has one row per setting, method and seed (``setting, method, seed,
     seconds, final_gold``: the mean r* of its evaluation); ``outcomes`` maps each setting to its
-    TPO-vs-no-transfer outcome matrix, shape ``(n_seeds, n_prompts)``.
+    oracle-vs-no-transfer outcome matrix, shape ``(n_seeds, n_prompts)``.
     """
     from tpo_core.progress import track
 
@@ -135,7 +144,7 @@ def pilot(preset: str, settings: dict, *, results_root: str | Path = "results", 
             g = final_gold_matrix(study, m, s)
             gold[m].append(g)
             rows.append({"setting": label, "method": m, "seed": s, "seconds": seconds, "final_gold": float(g.mean())})
-        outcomes[label] = pairwise_outcomes(np.stack(gold["tpo"]), np.stack(gold["no-transfer"]))
+        outcomes[label] = pairwise_outcomes(np.stack(gold[CONTROL]), np.stack(gold["no-transfer"]))
     return pd.DataFrame(rows), outcomes
 
 
@@ -150,32 +159,48 @@ def sd_interval(sd: float, n_seeds: int, confidence: float = 0.95) -> tuple[floa
 
 
 def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
-    """One row per setting: ``win_rate`` (TPO vs no-transfer, %), ``sd_between, sd_eval, sd_train`` (points) with
-    the chi-square interval of ``sd_between`` (``sd_between_low, sd_between_high``), ``n_seeds, n_prompts``,
-    ``seconds_per_seed``: TPO's and no-transfer's run seconds per seed, median over seeds (other work on the
-    machine only ever slows a run down; NaN when a run has no timing on record), and ``gold_tpo,
-    gold_no_transfer``: each method's mean final r* (a setting that leaves little training noise because it
-    barely trains shows here)."""
+    """One row per setting: ``win_rate`` (exploit-oracle vs no-transfer, %) and ``effect`` (its distance from 50,
+    points), ``sd_between, sd_eval, sd_train, sd_prompt`` (points; :func:`tpo_core.power.variance_split`) with the
+    chi-square interval of ``sd_between`` (``sd_between_low, sd_between_high``), ``n_seeds, n_prompts``,
+    ``seconds_per_seed``: the two runs' seconds per seed, median over seeds (other work on the machine only ever
+    slows a run down; NaN when a run has no timing on record), ``gold_control, gold_no_transfer``: each method's
+    mean final r*, ``seeds_to_detect``: the seeds a two-sided 5% t-test needs to detect ``effect`` with 80% power
+    at that sd (its sd never below the evaluation noise), and ``minutes_to_detect``: what those seeds cost (NaN
+    where the effect or the noise is zero, or the timing is missing)."""
     out = []
     for label, x in outcomes.items():
-        split = {k: (v * 100 if k.startswith("sd_") else v) for k, v in power.variance_split(x).items()}
+        split = {k: (v * 100 if k.startswith("sd_") else v) for k, v in power.variance_split(x).items()
+                 if not k.startswith("ms_")}
         lo, hi = sd_interval(split["sd_between"], split["n_seeds"])
         secs = runs[runs.setting == label].groupby("seed").seconds.sum(min_count=len(METHODS)).median(skipna=False)
         gold = runs[runs.setting == label].groupby("method").final_gold.mean()
-        out.append({"setting": label, "win_rate": 100 * float(x.mean()), **split, "sd_between_low": lo,
-                    "sd_between_high": hi, "seconds_per_seed": float(secs), "gold_tpo": float(gold.get("tpo", np.nan)),
-                    "gold_no_transfer": float(gold.get("no-transfer", np.nan))})
+        effect = abs(100 * float(x.mean()) - 50)
+        sd = max(split["sd_between"], split["sd_eval"])
+        n = power.seeds_needed(sd, effect) if effect > 0 and sd > 0 else float("nan")
+        out.append({"setting": label, "win_rate": 100 * float(x.mean()), "effect": effect, **split,
+                    "sd_between_low": lo, "sd_between_high": hi, "seconds_per_seed": float(secs),
+                    "gold_control": float(gold.get(CONTROL, np.nan)),
+                    "gold_no_transfer": float(gold.get("no-transfer", np.nan)), "seeds_to_detect": n,
+                    "minutes_to_detect": n * float(secs) / 60})
     return pd.DataFrame(out)
 
 
+def pick_by_effect(summary: pd.DataFrame) -> pd.Series | None:
+    """The setting of ``summary`` (:func:`summarize`) that detects its control effect in the fewest minutes
+    (ties: the larger effect); None when no setting has a finite ``minutes_to_detect``."""
+    ok = summary[np.isfinite(summary.minutes_to_detect)]
+    return None if ok.empty else ok.sort_values(["minutes_to_detect", "effect"], ascending=[True, False]).iloc[0]
+
+
 def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixed: float,
-            seconds_per_response: float, methods_per_seed: int = 4, n_iterations: int = 3, n_tests: int = 9,
+            seconds_per_response: float, methods_per_seed: int = 3, n_iterations: int = 3, n_tests: int = 1,
             seeds_grid=(5, 10, 15, 20, 30), prompts_grid=(200, 400, 800), samples_grid=(1, 2, 4)) -> pd.DataFrame:
     """:func:`tpo_core.power.design_table` for every setting of ``summary`` (:func:`summarize`): that setting's
     noise split (measured on ``n_prompts`` prompts × ``samples`` responses), training at
-    ``methods_per_seed / 2 × seconds_per_seed`` a seed (each Table 1 method costing the mean of TPO's and
-    no-transfer's pilot time), ``methods_per_seed × n_iterations + 1`` checkpoints judged a seed (π_0 too),
-    and the MDE at Holm's first level over ``n_tests`` cells. One row per setting and design. A setting
+    ``methods_per_seed / 2 × seconds_per_seed`` a seed (the runs on every seed, TPO, no-transfer and the
+    oracle, each costing the mean of the pilot's two runs), ``methods_per_seed × n_iterations`` checkpoints
+    judged a seed (π_0 is judged once), and the MDE at level 5% / ``n_tests`` (1: the primary contrast).
+    One row per setting and design. A setting
     without timings, or whose outcomes did not vary at all (``sd_between`` 0: no measured noise, not a
     noiseless one), is left out."""
     frames = []
@@ -186,7 +211,7 @@ def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixe
                                prompts_grid=prompts_grid, samples_grid=samples_grid, seconds_fixed=seconds_fixed,
                                seconds_training_per_seed=methods_per_seed / len(METHODS) * r.seconds_per_seed,
                                seconds_per_response=seconds_per_response,
-                               checkpoints_per_seed=methods_per_seed * n_iterations + 1, n_tests=n_tests)
+                               checkpoints_per_seed=methods_per_seed * n_iterations, n_tests=n_tests)
         frames.append(d.assign(setting=r.setting))
     if not frames:
         raise ValueError("no setting has both timings and a non-zero spread: rerun its runs (a run resumed "

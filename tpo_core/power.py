@@ -28,7 +28,7 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["variance_split", "power_of_t_test", "mde", "seeds_needed", "projected_sd", "half_width", "design_table",
+__all__ = ["variance_split", "floored_t", "crossed_interval", "tie_rate", "power_of_t_test", "mde", "seeds_needed", "projected_sd", "half_width", "design_table",
            "t_test_vs", "holm", "cell_statistics", "add_holm"]
 
 
@@ -40,16 +40,84 @@ def _outcomes(outcomes) -> np.ndarray:
 
 
 def variance_split(outcomes) -> dict:
-    """Between-seed sd of the per-seed means and its split into evaluation and training noise (same units).
+    """Variance components of a cell whose test prompts are *crossed* with its seeds (every seed is judged on the
+    same prompts), from the two-way random-effects ANOVA of ``o[s, p] = μ + a_s + b_p + e_sp``:
 
-    Returns ``sd_between``, ``sd_eval``, ``sd_train`` (``sqrt(max(0, σ_b² − σ_e²))``), ``n_seeds``, ``n_prompts``.
+    * ``sd_eval``: what the evaluation adds to each seed's mean, ``sqrt(MS_resid / P)`` (the seed×prompt
+      interaction with the sampling noise; it differs from seed to seed);
+    * ``sd_train``: the seeds' own spread, ``sqrt(max(0, (MS_seed − MS_resid) / P))``;
+    * ``sd_between``: the sd of the per-seed means, ``sqrt(MS_seed / P)`` (``sd_eval² + sd_train²`` unless clipped);
+    * ``sd_prompt``: the prompt main effect's share of the grand mean, ``sqrt(max(0, (MS_prompt − MS_resid) / S) / P)``.
+      It is common to every seed: more seeds do not shrink it, and an interval across seeds does not contain it
+      (it is the uncertainty of generalising to other prompts, :func:`crossed_interval`).
+
+    With prompts *nested* in seeds (each seed its own prompts) ``Var_p(o_sp) / P`` would be the evaluation
+    noise; crossed, the prompt main effect is shared and must not be counted as noise between seeds.
+    All in the units of ``outcomes``; also ``n_seeds``, ``n_prompts`` and the mean squares.
     """
     x = _outcomes(outcomes)
     n_seeds, n_prompts = x.shape
-    between = float(x.mean(axis=1).var(ddof=1))
-    within = float((x.var(axis=1, ddof=1) / n_prompts).mean())
-    return {"sd_between": math.sqrt(between), "sd_eval": math.sqrt(within),
-            "sd_train": math.sqrt(max(0.0, between - within)), "n_seeds": n_seeds, "n_prompts": n_prompts}
+    ms = _mean_squares(x)
+    return {"sd_between": math.sqrt(ms["seed"] / n_prompts), "sd_eval": math.sqrt(ms["resid"] / n_prompts),
+            "sd_train": math.sqrt(max(0.0, ms["seed"] - ms["resid"]) / n_prompts),
+            "sd_prompt": math.sqrt(max(0.0, ms["prompt"] - ms["resid"]) / n_seeds / n_prompts),
+            "n_seeds": n_seeds, "n_prompts": n_prompts, "ms_seed": ms["seed"], "ms_prompt": ms["prompt"],
+            "ms_resid": ms["resid"]}
+
+
+def _mean_squares(x: np.ndarray) -> dict:
+    """Mean squares of the two-way layout without replication: seeds (rows), prompts (columns), residual."""
+    n_seeds, n_prompts = x.shape
+    grand, rows, cols = x.mean(), x.mean(axis=1), x.mean(axis=0)
+    resid = x - rows[:, None] - cols[None, :] + grand
+    return {"seed": n_prompts * float(((rows - grand) ** 2).sum()) / (n_seeds - 1),
+            "prompt": n_seeds * float(((cols - grand) ** 2).sum()) / (n_prompts - 1),
+            "resid": float((resid ** 2).sum()) / ((n_seeds - 1) * (n_prompts - 1))}
+
+
+def floored_t(per_seed, sd_eval: float, *, null: float = 0.5, confidence: float = 0.95) -> dict:
+    """The t-interval and t-test across seeds of ``per_seed`` (shape ``(n_seeds,)``), with the sd across seeds
+    never below ``sd_eval``, the evaluation noise each seed's value carries (:func:`variance_split`): seeds that
+    agree more closely than their own evaluation noise allows are chance, and must not read as certainty.
+    Returns ``mean, ci_low, ci_high, p_value, sd`` (the sd used) and ``floored`` (whether the floor acted).
+    No interval (NaN) for fewer than 3 seeds, as :func:`tpo_core.evaluation.t_interval`."""
+    v = np.asarray(per_seed, dtype=float).ravel()
+    n, mean = v.size, float(v.mean())
+    sd_obs = float(v.std(ddof=1)) if n > 1 else float("nan")
+    sd = max(sd_obs, float(sd_eval)) if n > 1 else float("nan")
+    if n < 3 or not sd > 0:
+        return {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"),
+                "sd": sd, "floored": False}
+    se = sd / math.sqrt(n)
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * se
+    p = float(2 * stats.t.sf(abs(mean - null) / se, n - 1))
+    return {"mean": mean, "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half), "p_value": p, "sd": sd,
+            "floored": bool(sd_eval > sd_obs)}
+
+
+def crossed_interval(outcomes, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of the grand mean of ``outcomes`` (shape ``(n_seeds, n_prompts)``) for new seeds *and* new
+    prompts: ``Var = (MS_seed + MS_prompt − MS_resid) / (S·P)`` from the crossed random-effects ANOVA
+    (:func:`variance_split`), clipped below at the larger of ``MS_seed`` and ``MS_prompt`` over ``S·P``, with
+    Satterthwaite's degrees of freedom. It is wider than the interval across seeds by the prompt main effect.
+    NaN below :data:`tpo_core.evaluation.MIN_SEEDS_FOR_INTERVAL` seeds or without spread."""
+    from tpo_core.evaluation import MIN_SEEDS_FOR_INTERVAL
+
+    x = _outcomes(outcomes)
+    n_seeds, n_prompts = x.shape
+    if n_seeds < MIN_SEEDS_FOR_INTERVAL:  # as the t-interval: no interval from fewer seeds
+        return float("nan"), float("nan")
+    ms = _mean_squares(x)
+    combo = ms["seed"] + ms["prompt"] - ms["resid"]
+    terms = [(ms["seed"], n_seeds - 1), (ms["prompt"], n_prompts - 1), (ms["resid"], (n_seeds - 1) * (n_prompts - 1))]
+    var = max(combo, ms["seed"], ms["prompt"]) / (n_seeds * n_prompts)
+    if var <= 0:
+        return float("nan"), float("nan")
+    dof = (combo ** 2 / sum(m ** 2 / d for m, d in terms)) if combo > max(ms["seed"], ms["prompt"]) else (
+        n_seeds - 1 if ms["seed"] >= ms["prompt"] else n_prompts - 1)
+    half = float(stats.t.ppf((1 + confidence) / 2, max(dof, 1.0))) * math.sqrt(var)
+    mean = float(x.mean())
+    return max(0.0, mean - half), min(1.0, mean + half)
 
 
 def _check(alpha: float, power: float, n_tests: int) -> None:
@@ -192,37 +260,61 @@ def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     return reject, adjusted
 
 
+def tie_rate(gold_a, gold_b) -> float:
+    """Share of compared response pairs with equal gold reward (ties): how often common random numbers made
+    the two policies draw the same response. Shapes as :func:`tpo_core.evaluation.pairwise_outcomes`."""
+    from tpo_core.evaluation import pairwise_outcomes
+
+    a, b = (np.asarray(x, dtype=float) for x in (gold_a, gold_b))
+    a, b = (x[..., None] if x.ndim == 2 else x for x in (a, b))
+    if a.shape[:2] != b.shape[:2]:
+        pairwise_outcomes(gold_a, gold_b)  # raises with the shapes
+    return float((a[:, :, :, None] == b[:, :, None, :]).mean())
+
+
 def cell_statistics(gold_a, gold_b) -> dict:
     """What a Table 1 cell needs beyond its win rate, from gold rewards of shape ``(n_seeds, n_prompts)``
-    paired by seed and prompt (or ``(n_seeds, n_prompts, n_samples)``, several responses per prompt): the variance split of the per-seed win rates (percentage points), the
-    t-test p-value against 50%, and the paired mean difference in r* (A − B) with its 95% t-interval across
-    seeds (a continuous statistic, with more power than the win rate)."""
+    paired by seed and prompt (or ``(n_seeds, n_prompts, n_samples)``, several responses per prompt): the
+    crossed variance components of the per-seed win rates (:func:`variance_split`, percentage points), the
+    t-interval and t-test against 50% with the sd floored at the evaluation noise (:func:`floored_t`), the
+    interval for new seeds and new prompts (:func:`crossed_interval`), the tie rate (:func:`tie_rate`), and the
+    paired mean difference in r* (A − B) with its 95% t-interval across seeds (a continuous statistic, with more
+    power than the win rate)."""
     from tpo_core.evaluation import pairwise_outcomes, t_interval
 
     out = pairwise_outcomes(gold_a, gold_b)
     a, b = (np.asarray(x, dtype=float) for x in (gold_a, gold_b))
     a, b = (x.mean(axis=2) if x.ndim == 3 else x for x in (a, b))  # a prompt's mean over its samples
-    split = variance_split(out) if out.shape[0] >= 2 and out.shape[1] >= 2 else {
-        "sd_between": float("nan"), "sd_eval": float("nan"), "sd_train": float("nan")}
+    nan = float("nan")
+    ok = out.shape[0] >= 2 and out.shape[1] >= 2
+    split = variance_split(out) if ok else {"sd_between": nan, "sd_eval": nan, "sd_train": nan, "sd_prompt": nan}
+    ft = floored_t(out.mean(axis=1), split["sd_eval"] if ok else 0.0)
+    c_lo, c_hi = crossed_interval(out) if ok else (nan, nan)
     diff = (np.atleast_2d(a) - np.atleast_2d(b)).mean(axis=1)
     d_mean, d_lo, d_hi = t_interval(diff)
     return {"sd_between": 100 * split["sd_between"], "sd_eval": 100 * split["sd_eval"],
-            "sd_train": 100 * split["sd_train"], "p_value": t_test_vs(out.mean(axis=1), 0.5),
+            "sd_train": 100 * split["sd_train"], "sd_prompt": 100 * split["sd_prompt"],
+            "sd_used": 100 * ft["sd"], "ci_floored": ft["floored"], "ci_low": 100 * ft["ci_low"],
+            "ci_high": 100 * ft["ci_high"], "p_value": ft["p_value"], "crossed_low": 100 * c_lo,
+            "crossed_high": 100 * c_hi, "tie_rate": tie_rate(gold_a, gold_b),
             "gold_diff_mean": d_mean, "gold_diff_low": d_lo, "gold_diff_high": d_hi}
 
 
 def add_holm(table, *, alpha: float = 0.05, power: float = 0.8):
     """Holm-corrected verdicts and the MDE of every cell of ``table`` (a frame with ``win_rate_mean``,
-    ``p_value``, ``sd_between``, ``n_seeds``), the family being all its rows. Adds ``p_holm``, ``verdict``
-    ("TPO wins" / "TPO loses" / "no detectable difference" / "no test": fewer than 3 seeds or no spread) and
+    ``p_value``, ``sd_between`` or the floored ``sd_used``, ``n_seeds``, optionally ``method``), the family being
+    all its rows. Adds ``p_holm``, ``verdict`` ("TPO wins" / "TPO loses", or the method's name for another
+    method / "no detectable difference" / "no test": fewer than 3 seeds or no spread) and
     ``mde`` (percentage points from 50%, at level alpha / number of cells; NaN for fewer than 3 seeds or zero
     spread, where the sd estimate means nothing). Returns a new frame."""
     t = table.copy()
     reject, adjusted = holm(t["p_value"].to_numpy(), alpha)
     t["p_holm"] = adjusted
+    who = [("TPO" if m == "tpo" else m) for m in t["method"]] if "method" in t else ["TPO"] * len(t)
     t["verdict"] = ["no test" if not np.isfinite(p) else
-                    ("TPO wins" if w > 50 else "TPO loses") if r else "no detectable difference"
-                    for p, r, w in zip(t["p_value"], reject, t["win_rate_mean"])]
+                    (f"{m} wins" if w > 50 else f"{m} loses") if r else "no detectable difference"
+                    for p, r, w, m in zip(t["p_value"], reject, t["win_rate_mean"], who)]
+    sds = t["sd_used"] if "sd_used" in t else t["sd_between"]  # the floored sd where the cell has one
     t["mde"] = [mde(sd, int(n), alpha=alpha, power=power, n_tests=len(t)) if n >= 3 and sd > 0 else float("nan")
-                for sd, n in zip(t["sd_between"], t["n_seeds"])]  # as t_interval: no estimate from < 3 seeds or no spread
+                for sd, n in zip(sds, t["n_seeds"])]  # as t_interval: no estimate from < 3 seeds or no spread
     return t

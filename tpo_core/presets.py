@@ -16,7 +16,7 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, replace
 
-__all__ = ["Preset", "PRESETS", "NULL_ARM", "IPO_DPO_RATIO", "LOSSES", "get_preset", "learning_rate", "validate"]
+__all__ = ["Preset", "PRESETS", "NULL_ARM", "ORACLE_ARM", "IPO_DPO_RATIO", "LOSSES", "get_preset", "learning_rate", "seeds_of", "validate"]
 
 #: The preference losses a run may train with (Alg_PO of Alg. 3): DPO (§6.1) and IPO (App. I.2, Table 2).
 LOSSES = ("dpo", "ipo")
@@ -28,6 +28,10 @@ IPO_DPO_RATIO = 0.2
 #: named ``online`` here so that result files read back with plain ``pandas.read_csv``, which turns the
 #: string ``null`` into NaN).
 NULL_ARM = "online"
+
+#: The arm of the positive control: Best-of-N by the simulated human r* itself (the human as its own source).
+#: Only the ``exploit-oracle`` run transfers from it; TPO and the exploit baselines never see it.
+ORACLE_ARM = "human"
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,11 @@ class Preset:
     n_iterations: int = 3
     """Online iterations (paper: 3)."""
     seeds: tuple = (100, 200, 300, 400, 500)
-    """Seeds shared by every method (paper: 100, 200, 300)."""
+    """Seeds of the primary contrast (TPO and no-transfer) and of the positive control (exploit-oracle)
+    (paper: 100, 200, 300)."""
+    secondary_seeds: int | None = None
+    """The exploit-worst and exploit-best baselines (secondary cells of Table 1) run on the first this-many
+    ``seeds``; ``None``: all of them. The budget goes to the primary pair first."""
     max_input_tokens: int = 96
     """Documents are truncated to this many tokens (paper: 1,000)."""
     max_new_tokens: int = 24
@@ -127,19 +135,24 @@ _EMBEDDED = Preset(
         "LLM_qwen05": {"kind": "llm-logprob", "asset": "qwen05"},
     },
     arms=("rougeLsum", "bertscore"),
+    seeds=tuple(range(100, 2100, 100)),
+    secondary_seeds=5,
     prompts_per_iteration=64,
     update_every=16,
     warmup=16,
     learning_rate=1e-3,
     ipo_learning_rate=1e-3,
     n_test_prompts=200,
+    eval_samples=2,
     gold="mpnet",
     gold_autocast_bf16="auto",
     notes={
         "data": "Debian package descriptions -> one-line synopsis (XSum needs the Hub)",
         "policy": "a small T5 trained once by SFT on 2 CPU cores (T5-small is on the Hub only)",
         "gold": "all-mpnet-base-v2 similarity to the human synopsis, in bf16 on CPUs with native bf16 (the Llama-3 RM is on the Hub only)",
-        "sizes": "64 prompts/iteration, pool 16, 5 seeds (also for the ablations and the IPO runs), 200 test prompts",
+        "sizes": "64 prompts/iteration, pool 16; 20 seeds for TPO, no-transfer and the oracle, 5 for the exploit "
+                 "baselines (and the ablations and IPO runs of the extended study); 200 test prompts with 2 sampled "
+                 "responses each",
         "arms": "the LLM sources are measured but not transferred from (too slow to score every iteration)",
         "learning_rate": "1e-3 for the 2M-parameter policy (the paper uses 5e-5 for T5-small): the pick of the tuning "
                          "protocol (`nox -s tune`: every method on the tuning seeds at 3e-4, 1e-3 and 3e-3, judged on "
@@ -187,12 +200,14 @@ _SMOKE = replace(
     n_candidates=4,
     n_iterations=2,
     seeds=(0, 1),
+    secondary_seeds=None,
     max_new_tokens=8,
     epochs=1,
     batch_size=4,
     update_every=4,
     warmup=2,
     n_test_prompts=8,
+    eval_samples=1,
     notes={"purpose": "tests and --quick: a tiny pi_0 trained in seconds, a few prompts"},
 )
 
@@ -208,6 +223,14 @@ def learning_rate(preset: Preset, loss: str) -> float:
     if loss == "dpo":
         return preset.learning_rate
     return preset.learning_rate * IPO_DPO_RATIO if preset.ipo_learning_rate is None else preset.ipo_learning_rate
+
+
+def seeds_of(preset: Preset, method: str) -> tuple:
+    """The seeds a method runs on: every seed for the primary pair and the oracle, the first
+    ``secondary_seeds`` for the exploit baselines (``method`` a run's method, :data:`tpo_core.empirical.METHODS`)."""
+    if method in ("exploit-worst", "exploit-best") and preset.secondary_seeds is not None:
+        return preset.seeds[:preset.secondary_seeds]
+    return preset.seeds
 
 
 def get_preset(name: str, **overrides) -> Preset:
@@ -272,6 +295,8 @@ def validate(p: Preset) -> None:
         raise ValueError(f"seeds must be a non-empty tuple of integers, got {p.seeds!r}")
     if len(set(p.seeds)) != len(p.seeds):
         raise ValueError(f"seeds must be distinct, got {p.seeds!r}")
+    if p.secondary_seeds is not None and (not _is_int(p.secondary_seeds) or p.secondary_seeds < 1):
+        raise ValueError(f"secondary_seeds must be None or an integer >= 1, got {p.secondary_seeds!r}")
     if not p.top_k < p.n_candidates or p.top_k > p.pool_size:
         raise ValueError(f"top_k must satisfy 1 <= top_k < n_candidates and top_k <= pool_size (online responses "
                          f"must remain among the candidates), got top_k={p.top_k}, n_candidates={p.n_candidates}, "
@@ -282,6 +307,8 @@ def validate(p: Preset) -> None:
         raise ValueError(f"preset {p.name!r} has no sources")
     if NULL_ARM in p.sources:
         raise ValueError(f"{NULL_ARM!r} is reserved for the no-transfer arm")
+    if ORACLE_ARM in p.sources:
+        raise ValueError(f"{ORACLE_ARM!r} is reserved for the positive control's arm (the human as its own source)")
     for arm, spec in p.sources.items():
         if not isinstance(arm, str) or not arm:
             raise ValueError(f"source names must be non-empty strings, got {arm!r}")

@@ -42,3 +42,20 @@ def cpu_flags() -> str:
     line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
     have = set(line.split(":", 1)[-1].split())
     return " ".join(f for f in CPU_FLAGS if f in have) or "none of " + ",".join(CPU_FLAGS)
+
+
+def with_interval(value, low, high, *, digits: int = 1, unit: str = "", signed: bool = False) -> str:
+    """``"48.9% (95% CI 43.4 to 54.4)"``: a value with its interval, the one way the book writes intervals;
+    ``"(no interval)"`` where the interval is NaN (too few seeds or no spread, never a certain value)."""
+    import math
+
+    fmt = f"{'+' if signed else ''}.{digits}f"
+    ci = (f"95% CI {low:{fmt}} to {high:{fmt}}" if math.isfinite(low) and math.isfinite(high) else "no interval")
+    return f"{value:{fmt}}{unit} ({ci})"
+
+
+def display_table(frame, columns, *, digits: int = 1, names: dict | None = None):
+    """The ``columns`` of ``frame`` as the book shows a table: no index, numbers rounded to ``digits`` places,
+    headers renamed by ``names`` (a pandas Styler)."""
+    shown = frame[list(columns)].rename(columns=names or {})
+    return shown.style.hide(axis="index").format(precision=digits, na_rep="–")

@@ -47,6 +47,9 @@ class NotebookSpec:
     """Parameter overrides for full runs (defaults live in the notebook's ``parameters`` cell)."""
     reads: tuple = ()
     """Notebooks whose results this one reads: their run keys are part of its key, so it reruns after them."""
+    extended: bool = False
+    """Part of the extended study (the work that chose the design or goes beyond it): run only with
+    ``--extended`` (or by ``--only``), and in the book only when run by the same command."""
 
 
 #: The notebooks, in the order they run (later ones may read earlier ones' results).
@@ -64,14 +67,17 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("01_source_rms", quick={"preset": "smoke", "n_prompts": 4, "n_quality": 8}),
     NotebookSpec("08_pilot", quick={"preset": "smoke", "settings": {"preset": {}, "prompts_4": {"prompts_per_iteration": 4}},
                                     "seeds": [9101, 9102], "n_prompts": 4},
-                 reads=("00_theory", "05_theory_tpo", "01_source_rms")),
+                 reads=("00_theory", "05_theory_tpo", "01_source_rms"), extended=True),
     NotebookSpec("02_baselines", quick={"preset": "smoke"}, reads=("01_source_rms",)),
-    NotebookSpec("03_empirical_tpo", quick={"preset": "smoke", "ablation_seeds": 1},
-                 reads=("01_source_rms", "02_baselines")),
-    NotebookSpec("04_table1", quick={"preset": "smoke", "ablation_seeds": 1, "n_boot": 200},
+    NotebookSpec("03_empirical_tpo", quick={"preset": "smoke"}, reads=("01_source_rms", "02_baselines")),
+    NotebookSpec("04_table1", quick={"preset": "smoke", "n_boot": 200},
                  reads=("01_source_rms", "02_baselines", "03_empirical_tpo")),
-    NotebookSpec("07_mechanism", quick={"preset": "smoke", "ipo_seeds": 2, "n_boot": 200},
+    NotebookSpec("07_mechanism", quick={"preset": "smoke"},
                  reads=("01_source_rms", "02_baselines", "03_empirical_tpo", "04_table1")),
+    NotebookSpec("09_ablations", quick={"preset": "smoke", "ablation_seeds": 2, "n_boot": 200},
+                 reads=("01_source_rms", "03_empirical_tpo"), extended=True),
+    NotebookSpec("10_ipo", quick={"preset": "smoke", "ipo_seeds": 2, "n_boot": 200},
+                 reads=("01_source_rms", "02_baselines", "03_empirical_tpo"), extended=True),
     NotebookSpec("06_differences", quick={"preset": "smoke"}, reads=("01_source_rms", "04_table1")),
     NotebookSpec("A1_bench", quick={"bench_args": ["--tiny", "--rounds", "1", "--steps", "1"], "reuse": False,
                                     "loop_args": ["--preset", "smoke", "--rounds", "1", "--methods", "no-transfer"]},
@@ -246,10 +252,29 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     return manifest
 
 
-def build_book(book_dir: Path = ROOT / "book") -> None:
-    """Build the HTML book; any Sphinx warning (including stderr in a notebook) fails the build."""
+def book_toc(book_dir: Path, chapters=None) -> Path:
+    """The book's table of contents for one build: ``book_dir/_toc.yml`` without the chapters of extended
+    notebooks (:attr:`NotebookSpec.extended`) that are not in ``chapters`` (names of the notebooks this build
+    ran; ``None``: every chapter), written to ``book_dir/_build/_toc.yml``. An extended chapter left from an
+    earlier build is never shown as if this build had made it."""
+    import yaml
+
+    book_dir = Path(book_dir)
+    toc = yaml.safe_load((book_dir / "_toc.yml").read_text())
+    hidden = {f"executed/{s.name}" for s in NOTEBOOKS if s.extended and chapters is not None and s.name not in chapters}
+    toc["chapters"] = [c for c in toc["chapters"] if c.get("file") not in hidden]
+    out = book_dir / "_build" / "_toc.yml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(toc, sort_keys=False))
+    return out
+
+
+def build_book(book_dir: Path = ROOT / "book", chapters=None) -> None:
+    """Build the HTML book; any Sphinx warning (including stderr in a notebook) fails the build. ``chapters``:
+    the notebooks this build ran, which decide the extended chapters shown (:func:`book_toc`)."""
+    toc = book_toc(book_dir, chapters)
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", "-W", "-n", "--keep-going",
-           str(book_dir)]
+           "--toc", str(toc), str(book_dir)]
     try:
         subprocess.run(cmd, check=True)
     except subprocess.CalledProcessError as err:
@@ -261,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny settings for every notebook")
     parser.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
+    parser.add_argument("--extended", action="store_true",
+                        help="also the extended study: the pilot, the ablations and the IPO experiment")
     parser.add_argument("--no-book", action="store_true", help="skip the jupyter-book build")
     parser.add_argument("--no-progress", action="store_true", help="no per-notebook cell progress bar")
     parser.add_argument("--results-dir", type=Path, default=None,
@@ -273,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.executed_dir is not None and not args.no_book:
         parser.error("--executed-dir needs --no-book: the book is built from book/executed/")
-    specs = [_spec(n) for n in args.only] if args.only else NOTEBOOKS
+    specs = [_spec(n) for n in args.only] if args.only else [s for s in NOTEBOOKS if args.extended or not s.extended]
     try:
         settings = parse_settings(args.settings)
     except ValueError as err:
@@ -296,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         timings.append((spec.name, "skipped" if manifest.get("skipped") else f"{manifest['seconds']:.1f} s"))
     if not args.no_book:
         t0 = time.time()
-        build_book()
+        build_book(chapters={s.name for s in specs})
         timings.append(("jupyter-book build", f"{time.time() - t0:.1f} s"))
     print("\n[reproduce] where the time went:")
     for name, t in timings:

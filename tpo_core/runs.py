@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from tpo_core.empirical import OnlineBatch, run_method, score_online, write_csv
-from tpo_core.presets import Preset, learning_rate
+from tpo_core.empirical import CONTROL, OnlineBatch, run_method, score_online, write_csv
+from tpo_core.presets import ORACLE_ARM, Preset, learning_rate, seeds_of
 from tpo_core.progress import track
 from tpo_core.sharding import on_main, per_device_batch
 from tpo_core.provenance import (StaleResultError, canonical, code_identity, describe_changes, publish_dir, read_json,
@@ -21,7 +21,7 @@ from tpo_core.provenance import (StaleResultError, canonical, code_identity, des
 
 from tpo_core.loading import Study, batching_identity, check_seeds
 
-__all__ = ["RUNS", "Run", "preference_config", "run_identity", "first_online_identity", "first_online", "run", "run_all",
+__all__ = ["RUNS", "Run", "run_seeds", "preference_config", "run_identity", "first_online_identity", "first_online", "run", "run_all",
            "check_run", "run_seconds", "training_logs", "records", "pairs", "choose_worst_best"]
 
 
@@ -42,12 +42,13 @@ class Run:
     rate is the preset's for that loss (:func:`tpo_core.presets.learning_rate`)."""
 
 
-#: The paper's four methods and the ablations beyond it, by run name.
+#: The paper's four methods, the positive control and the ablations beyond the paper, by run name.
 RUNS: dict[str, Run] = {
     "tpo": Run("tpo"),
     "no-transfer": Run("no-transfer"),
     "exploit-worst": Run("exploit-worst"),
     "exploit-best": Run("exploit-best"),
+    CONTROL: Run(CONTROL),
     "tpo-ref-initial": Run("tpo", reference="initial"),
     "tpo-thompson": Run("tpo", selector="thompson"),
     "tpo-carried": Run("tpo", carry_stats=True),
@@ -88,7 +89,7 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
 #: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms, and
 #: the learning rates: ``learning_rate`` holds the rate of the run's own loss, so a DPO run does not depend on
 #: ``ipo_learning_rate``).
-_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "n_test_prompts", "eval_samples", "n_iterations", "sources",
+_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "secondary_seeds", "n_test_prompts", "eval_samples", "n_iterations", "sources",
                              "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source",
                              "ipo_learning_rate"})
 
@@ -98,7 +99,7 @@ def run_identity(study: Study, name: str, seed: int) -> dict:
     arms' source specs (and the exploited arm), π_0's weights, the online prompts, the human, and the code
     (:func:`tpo_core.provenance.code_identity`). Recorded in the run folder's ``identity.json``."""
     spec = _run_spec(name)
-    exploited = None
+    exploited = ORACLE_ARM if spec.method == CONTROL else None
     if spec.method in ("exploit-worst", "exploit-best"):
         worst, best = choose_worst_best(study)
         exploited = worst if spec.method == "exploit-worst" else best
@@ -143,6 +144,12 @@ def first_online(study: Study, seed: int, policy, documents, references, *, prog
                          progress=progress)
     on_main(write_atomic, path, json.dumps({"identity": identity, "batch": batch.to_json()}) + "\n")
     return batch
+
+
+def run_seeds(study: Study, name: str) -> list[int]:
+    """The seeds run ``name`` trains on by default: every seed of the preset, but the first ``secondary_seeds``
+    for the exploit baselines and for variants of them (:func:`tpo_core.presets.seeds_of`)."""
+    return list(seeds_of(study.preset, _run_spec(name).method))
 
 
 def _run_spec(name: str) -> Run:
@@ -220,8 +227,10 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     # trainer is built before run_method loads any finished iteration
     trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(study.preset, spec, seed))
     on_main(_share_first_iteration, study, name, spec, identity, out_dir)  # sharded: the main process copies
+    # the positive control's source is the human itself: its Best-of-N pool is ranked by r*
+    sources = {**study.arms, ORACLE_ARM: study.gold} if spec.method == CONTROL else study.arms
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
-                        sources=study.arms, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
+                        sources=sources, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
                         best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
                         first_online=lambda docs, refs: first_online(study, seed, pol, docs, refs, progress=progress),
                         progress=progress)
@@ -231,7 +240,7 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
 
 
 def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.DataFrame:
-    """:func:`run` for every run name and seed (default: the preset's seeds); merges ``arms.csv``.
+    """:func:`run` for every run name and seed (default: each run's :func:`run_seeds`); merges ``arms.csv``.
 
     ``results/<preset>/arms.csv`` keeps the rows of runs not in ``names`` (notebooks 02 and 03 each add
     theirs) while their run folders still match this study (:func:`check_run`): the rows of a run made from
@@ -240,8 +249,7 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
     names = list(names)
     for n in names:
         _run_spec(n)
-    seeds = check_seeds(study, seeds)
-    jobs = [(n, s) for n in names for s in seeds]
+    jobs = [(n, s) for n in names for s in check_seeds(study, run_seeds(study, n) if seeds is None else seeds)]
     frames = []
     for n, s in track(jobs, "runs", disable=not progress, unit="run"):
         frames.append(run(study, n, s)["arms"])

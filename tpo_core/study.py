@@ -37,16 +37,17 @@ The study is split by concept: :mod:`tpo_core.loading` (the study's components),
 gathers their public names, so that a notebook needs one import.
 """
 
-from tpo_core.empirical import write_csv
+from tpo_core.empirical import CONTROL, write_csv
 from tpo_core.loading import Study, batching_identity, build_gold, build_sources, check_seeds, load_study
 from tpo_core.runs import (RUNS, Run, check_run, choose_worst_best, first_online, first_online_identity, pairs,
-                           preference_config, records, run, run_all, run_identity, run_seconds, training_logs)
+                           preference_config, records, run, run_all, run_identity, run_seconds, run_seeds,
+                           training_logs)
 from tpo_core.source_measurement import measure_sources, pi0_quality
-from tpo_core.table1 import (eval_key, evaluate_pi0, evaluate_run, gold_on_prompts, gold_on_test, table1,
-                             win_rates_vs_pi0)
+from tpo_core.table1 import (PRIMARY, declared_table, eval_key, evaluate_pi0, evaluate_run, gold_on_prompts,
+                             gold_on_test, table1, win_rates_vs_pi0)
 
-__all__ = ["RUNS", "Run", "Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity",
+__all__ = ["CONTROL", "PRIMARY", "RUNS", "Run", "Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity",
            "pi0_quality", "measure_sources", "choose_worst_best", "preference_config", "run_identity", "run",
            "run_all", "check_run", "run_seconds", "first_online", "first_online_identity", "training_logs", "records", "pairs",
-           "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "win_rates_vs_pi0",
-           "write_csv"]
+           "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "declared_table",
+           "win_rates_vs_pi0", "run_seeds", "write_csv"]

@@ -11,15 +11,26 @@ import pandas as pd
 
 from tpo_core import evaluation
 from tpo_core.common import EVAL, prompt_streams
-from tpo_core.empirical import METHODS, write_csv
+from tpo_core.empirical import CONTROL, METHODS, write_csv
 from tpo_core.progress import track
 from tpo_core.sharding import deal, gather
 from tpo_core.provenance import checkpoint_id, code_identity, sha256_json
 
 from tpo_core.loading import Study, batching_identity, check_seeds
-from tpo_core.runs import check_run
+from tpo_core.presets import seeds_of
+from tpo_core.runs import check_run, run_seeds
 
-__all__ = ["gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "win_rates_vs_pi0"]
+__all__ = ["PRIMARY", "ROLES", "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1",
+           "declared_table", "win_rates_vs_pi0"]
+
+#: The primary contrast, declared before any data: TPO against no-transfer at the last iteration, one two-sided
+#: t-test at 5% across the seeds (no multiplicity correction: it is the only primary test).
+PRIMARY = ("tpo", "no-transfer")
+
+#: The roles of the rows of :func:`declared_table`, each its own Holm family: the primary contrast, the
+#: positive control (exploit-oracle against no-transfer, every iteration) and the secondary cells (every other
+#: cell of the paper's Table 1).
+ROLES = ("primary", "control", "secondary")
 
 
 def gold_on_test(policy, documents, references, *, gold, seed: int, temperature: float,
@@ -98,22 +109,25 @@ def _evaluate(study: Study, policy, seed: int, iteration: int, checkpoint: str, 
 
 
 def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
-    """π_0's test gold rewards for each evaluation seed, cached (columns seed, iteration 0, prompt, sample, gold,
-    checkpoint, eval_key); recomputed when π_0 or the evaluation settings change."""
-    frames, ck = [], sha256_json(study.pi0_identity)[:16]
-    for s in seeds:
-        path, key = _eval_path(study, "pi_0", s), eval_key(study, s)
-        rows = _cached_rows(_read_eval(path), 0, ck, key, len(study.test) * study.preset.eval_samples)
-        if rows is None:
-            rows = _evaluate(study, study.new_pi0(), s, 0, ck, key)
-            write_csv(rows, path)
-        frames.append(rows)
-    return pd.concat(frames, ignore_index=True)
+    """π_0's test gold rewards (columns seed, iteration 0, prompt, sample, gold, checkpoint, eval_key), one row set
+    per seed of ``seeds``: π_0 is the same policy for every seed, so it is judged once, with the evaluation stream
+    of the preset's first seed, and that judgement stands for every seed (it is then shared by every comparison
+    with π_0: its noise is common to all seeds, as the crossed interval of :func:`win_rates_vs_pi0` accounts).
+    Cached; recomputed when π_0 or the evaluation settings change."""
+    seeds = check_seeds(study, seeds)
+    first = int(study.preset.seeds[0])
+    ck, key = sha256_json(study.pi0_identity)[:16], eval_key(study, first)
+    path = study.root / "eval" / "pi_0" / "once.csv"
+    rows = _cached_rows(_read_eval(path), 0, ck, key, len(study.test) * study.preset.eval_samples)
+    if rows is None:
+        rows = _evaluate(study, study.new_pi0(), first, 0, ck, key)
+        write_csv(rows, path)
+    return pd.concat([rows.assign(seed=s) for s in seeds], ignore_index=True)
 
 
 def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False) -> pd.DataFrame:
     """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, sample, gold,
-    checkpoint, eval_key).
+    checkpoint, eval_key), on ``seeds`` (default: the run's :func:`tpo_core.runs.run_seeds`).
 
     The run must have been trained from this study's settings (:func:`check_run`). Cached per seed in
     ``eval/<run>/seed_<s>.csv``: an iteration's rows are reused only when they judged the very checkpoint
@@ -121,7 +135,7 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
     is evaluated again (weights verified before loading). A checkpoint identical to TPO's (the shared first
     iteration of some ablations) reuses TPO's rows: the weights' hash decides, not the run's name.
     """
-    seeds = check_seeds(study, seeds)
+    seeds = check_seeds(study, run_seeds(study, name) if seeds is None else seeds)
     frames = []
     for s in track(seeds, f"evaluate {name}", disable=not progress, unit="seed"):
         out_dir, path, key = study.run_dir(name, s), _eval_path(study, name, s), eval_key(study, s)
@@ -167,6 +181,50 @@ def _matrix(df: pd.DataFrame, iteration: int, seeds) -> np.ndarray:
     return np.stack(rows)
 
 
+_COLUMNS = ["baseline", "iteration", "win_rate_mean", "ci_low", "ci_high", "n_seeds", "p_improve", "boot_low",
+            "boot_high", "crossed_low", "crossed_high", "n_prompts", "sd_between", "sd_eval", "sd_train", "sd_prompt",
+            "sd_used", "ci_floored", "tie_rate", "p_value", "p_holm", "verdict", "mde", "gold_diff_mean",
+            "gold_diff_low", "gold_diff_high"]
+
+
+def _cell(study: Study, evals, method: str, baseline: str, k: int, seeds, rng, n_boot: int) -> dict:
+    from tpo_core import power
+
+    a_k, b_k = _matrix(evals[method], k, seeds), _matrix(evals[baseline], k, seeds)
+    r = evaluation.summarize_win_rate(a_k, b_k, rng, n_boot=n_boot)
+    return {"method": method, "baseline": baseline, "iteration": k, **r, **power.cell_statistics(a_k, b_k)}
+
+
+def declared_table(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.random.Generator | None = None,
+                   n_boot: int = 2000) -> pd.DataFrame:
+    """Table 1 as the study declares it before the data (:data:`PRIMARY`, :data:`ROLES`): one row per cell, with
+    ``method``, ``role`` and the columns of :func:`table1`; Holm and the MDE within each role's family.
+
+    * **primary**: TPO vs no-transfer at the last iteration, on every seed of the preset;
+    * **control**: exploit-oracle vs no-transfer at every iteration, on every seed (the largest effect transfer
+      can have here; skipped when ``evals`` has no ``exploit-oracle``);
+    * **secondary**: TPO vs no-transfer at the earlier iterations (every seed), and TPO vs exploit-worst and
+      exploit-best at every iteration on the seeds those baselines ran on (:func:`tpo_core.presets.seeds_of`).
+    ``evals``: run name -> :func:`evaluate_run` frame."""
+    from tpo_core import power
+
+    rng = rng if rng is not None else np.random.default_rng(0)
+    p, last = study.preset, study.preset.n_iterations
+    method, base = PRIMARY
+    rows = [{**_cell(study, evals, method, base, last, list(p.seeds), rng, n_boot), "role": "primary"}]
+    if CONTROL in evals:
+        rows += [{**_cell(study, evals, CONTROL, base, k, list(p.seeds), rng, n_boot), "role": "control"}
+                 for k in range(1, last + 1)]
+    rows += [{**_cell(study, evals, method, base, k, list(p.seeds), rng, n_boot), "role": "secondary"}
+             for k in range(1, last)]
+    for b in (m for m in METHODS if m not in PRIMARY and m in evals):
+        rows += [{**_cell(study, evals, method, b, k, list(seeds_of(p, b)), rng, n_boot), "role": "secondary"}
+                 for k in range(1, last + 1)]
+    frame = evaluation.as_frame(rows)
+    parts = [power.add_holm(frame[frame.role == r].reset_index(drop=True)) for r in ROLES if (frame.role == r).any()]
+    return pd.concat(parts, ignore_index=True)[["role", "method", *_COLUMNS]]
+
+
 def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo", baselines=None,
            seeds=None, rng: np.random.Generator | None = None, n_boot: int = 2000) -> pd.DataFrame:
     """Win rate (%) of ``method`` against each baseline at each iteration: Table 1, paired by seed.
@@ -176,33 +234,35 @@ def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo",
     gold) plus the stratified-bootstrap interval ``boot_low, boot_high``, ``n_prompts``, and the power
     columns of :mod:`tpo_core.power`: ``sd_between, sd_eval, sd_train`` (points), ``p_value``, ``p_holm``,
     ``verdict`` (Holm over all the cells), ``mde`` (points from 50% at 80% power), and the paired mean
-    difference in r* ``gold_diff_mean, gold_diff_low, gold_diff_high``.
+    difference in r* ``gold_diff_mean, gold_diff_low, gold_diff_high``; the t-interval's sd is floored at the
+    evaluation noise (``sd_used``, ``ci_floored``), ``crossed_low, crossed_high`` also cover new prompts, and
+    ``tie_rate`` is the share of equal-gold response pairs (:func:`tpo_core.power.cell_statistics`).
     """
     from tpo_core import power
     rng = rng if rng is not None else np.random.default_rng(0)
     seeds = list(study.preset.seeds if seeds is None else seeds)
     baselines = [b for b in (baselines or [m for m in METHODS if m != method]) if b in evals]
-    rows = []
-    for b in baselines:
-        for k in range(1, study.preset.n_iterations + 1):
-            a_k, b_k = _matrix(evals[method], k, seeds), _matrix(evals[b], k, seeds)
-            r = evaluation.summarize_win_rate(a_k, b_k, rng, n_boot=n_boot)
-            rows.append({"baseline": b, "iteration": k, **r, **power.cell_statistics(a_k, b_k)})
-    cols = ["baseline", "iteration", "win_rate_mean", "ci_low", "ci_high", "n_seeds", "p_improve",
-            "boot_low", "boot_high", "n_prompts", "sd_between", "sd_eval", "sd_train", "p_value", "p_holm",
-            "verdict", "mde", "gold_diff_mean", "gold_diff_low", "gold_diff_high"]
-    return power.add_holm(evaluation.as_frame(rows))[cols]
+    rows = [_cell(study, evals, method, b, k, seeds, rng, n_boot)
+            for b in baselines for k in range(1, study.preset.n_iterations + 1)]
+    return power.add_holm(evaluation.as_frame(rows))[_COLUMNS]
 
 
 def win_rates_vs_pi0(study: Study, evals: dict[str, pd.DataFrame], pi0: pd.DataFrame, *, seeds=None,
                      rng: np.random.Generator | None = None, n_boot: int = 1000) -> pd.DataFrame:
-    """Win rate (%) of every run at every iteration against π_0 (same prompts and sampling seeds)."""
+    """Win rate (%) of every run at every iteration against π_0 (same prompts), with ``crossed_low,
+    crossed_high`` (:func:`tpo_core.power.crossed_interval`): π_0 is judged once (:func:`evaluate_pi0`), so its
+    sampling noise is shared by every seed and only the crossed interval contains it."""
+    from tpo_core import power
+
     rng = rng if rng is not None else np.random.default_rng(0)
     rows = []
     for name, df in evals.items():
         s = [x for x in (study.preset.seeds if seeds is None else seeds) if x in set(df.seed)]
         base = _matrix(pi0, 0, s)
         for k in sorted(set(df.iteration)):
-            r = evaluation.summarize_win_rate(_matrix(df, k, s), base, rng, n_boot=n_boot)
-            rows.append({"method": name, "iteration": int(k), **r})
+            a = _matrix(df, k, s)
+            r = evaluation.summarize_win_rate(a, base, rng, n_boot=n_boot)
+            out = evaluation.pairwise_outcomes(a, base)
+            lo, hi = power.crossed_interval(out) if out.shape[0] >= 2 else (float("nan"), float("nan"))
+            rows.append({"method": name, "iteration": int(k), **r, "crossed_low": 100 * lo, "crossed_high": 100 * hi})
     return evaluation.as_frame(rows)
