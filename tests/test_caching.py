@@ -240,12 +240,12 @@ def test_reproduce_settings_reach_exactly_the_notebooks_that_declare_them(tmp_pa
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     kw = dict(quick=True, executed_dir=tmp_path / "ex", results_dir=tmp_path / "res")
     settings = {"ablation_seeds": 2, "n_boot": 300}
-    for name in ("03_empirical_tpo", "04_table1"):
+    for name in ("04_table1", "09_ablations"):
         reproduce.run_notebook(reproduce._spec(name), settings=settings, **kw)
-    assert seen["03_empirical_tpo"]["ablation_seeds"] == 2 and "n_boot" not in seen["03_empirical_tpo"]
-    assert seen["04_table1"]["ablation_seeds"] == 2 and seen["04_table1"]["n_boot"] == 300
-    plain = reproduce.run_notebook(reproduce._spec("04_table1"), **kw)
-    assert seen["04_table1"]["n_boot"] == 200 and not plain.get("skipped")  # another key: rerun
+    assert "ablation_seeds" not in seen["04_table1"] and seen["04_table1"]["n_boot"] == 300
+    assert seen["09_ablations"]["ablation_seeds"] == 2 and seen["09_ablations"]["n_boot"] == 300
+    plain = reproduce.run_notebook(reproduce._spec("09_ablations"), **kw)
+    assert seen["09_ablations"]["n_boot"] == 200 and not plain.get("skipped")  # another key: rerun
     with pytest.raises(SystemExit):
         reproduce.main(["--only", "00_theory", "--no-book", "--set", "ablation_seeds=5"])
     with pytest.raises(SystemExit):
@@ -319,3 +319,31 @@ def test_publish_dir_makes_a_folder_appear_whole_or_not_at_all(tmp_path):
         pass
     assert sorted(p.name for p in target.parent.iterdir()) == [".other.tmp-x", "model"]
     assert list(target.iterdir()) == []
+
+
+def test_default_run_leaves_the_extended_study_out_and_its_chapters_out_of_the_book(tmp_path, monkeypatch):
+    """`reproduce` runs the extended chapters (pilot, ablations, IPO) only with --extended, and a book shows an
+    extended chapter only when the command that built it ran that chapter."""
+    import yaml
+
+    ran = []
+    monkeypatch.setattr(reproduce, "run_notebook", lambda spec, **kw: ran.append(spec.name) or {"seconds": 0.0})
+    reproduce.main(["--no-book"])
+    extended = {s.name for s in reproduce.NOTEBOOKS if s.extended}
+    assert extended == {"08_pilot", "09_ablations", "10_ipo"}
+    assert ran == [s.name for s in reproduce.NOTEBOOKS if not s.extended]
+    ran.clear()
+    reproduce.main(["--no-book", "--extended"])
+    assert ran == [s.name for s in reproduce.NOTEBOOKS]
+
+    book = tmp_path / "book"
+    book.mkdir()
+    shutil.copy(reproduce.ROOT / "book" / "_toc.yml", book / "_toc.yml")
+    files = lambda chapters: [c["file"] for c in yaml.safe_load(  # noqa: E731
+        reproduce.book_toc(book, chapters).read_text())["chapters"]]
+    full = [c["file"] for c in yaml.safe_load((book / "_toc.yml").read_text())["chapters"]]
+    assert files(None) == full  # the tests' quick book: every chapter
+    default = files({s.name for s in reproduce.NOTEBOOKS if not s.extended})
+    assert default == [f for f in full if f.removeprefix("executed/") not in extended]
+    assert "executed/09_ablations" in files({"09_ablations"}) and "executed/08_pilot" not in files({"09_ablations"})
+    assert (book / "_toc.yml").read_text() == (reproduce.ROOT / "book" / "_toc.yml").read_text()  # untouched

@@ -54,8 +54,13 @@ def with_interval(value, low, high, *, digits: int = 1, unit: str = "", signed: 
     return f"{value:{fmt}}{unit} ({ci})"
 
 
-def display_table(frame, columns, *, digits: int = 1, names: dict | None = None):
-    """The ``columns`` of ``frame`` as the book shows a table: no index, numbers rounded to ``digits`` places,
-    headers renamed by ``names`` (a pandas Styler)."""
-    shown = frame[list(columns)].rename(columns=names or {})
-    return shown.style.hide(axis="index").format(precision=digits, na_rep="–")
+def display_table(frame, columns, *, digits: int | dict = 1, names: dict | None = None):
+    """The ``columns`` of ``frame`` as the book shows a table: no index, numbers rounded to ``digits`` places (or
+    ``{column: places}``, 1 for the others), headers renamed by ``names`` (a pandas Styler)."""
+    names = names or {}
+    shown = frame[list(columns)].rename(columns=names)
+    places = {names.get(c, c): d for c, d in digits.items()} if isinstance(digits, dict) else {}
+    default = 1 if isinstance(digits, dict) else digits
+    fmt = {c: f"{{:.{places.get(c, default)}f}}" for c in shown.columns
+           if shown[c].dtype.kind == "f"}
+    return shown.style.hide(axis="index").format(fmt, na_rep="–")

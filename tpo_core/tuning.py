@@ -42,7 +42,9 @@ __all__ = ["TUNING_SEEDS", "TUNED_RUNS", "final_gold", "tune", "criterion", "pic
 TUNING_SEEDS = (9001, 9002)
 
 #: Per loss, the runs whose final policies judge a learning rate: every run of the study trained with it
-#: (tested against :data:`tpo_core.runs.RUNS`), but the ablations of TPO's own settings.
+#: (tested against :data:`tpo_core.runs.RUNS`), but the ablations of TPO's own settings and the positive
+#: control (exploit-oracle), which measures what transfer can do *at the methods' rate*: tuning the rate on it
+#: would tune the instrument, not the methods.
 TUNED_RUNS = {"dpo": tuple(METHODS), "ipo": ("tpo-ipo", "no-transfer-ipo")}
 
 
