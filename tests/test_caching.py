@@ -330,7 +330,7 @@ def test_default_run_leaves_the_extended_study_out_and_its_chapters_out_of_the_b
     monkeypatch.setattr(reproduce, "run_notebook", lambda spec, **kw: ran.append(spec.name) or {"seconds": 0.0})
     reproduce.main(["--no-book"])
     extended = {s.name for s in reproduce.NOTEBOOKS if s.extended}
-    assert extended == {"08_pilot", "09_ablations", "10_ipo"}
+    assert extended == {"08_pilot", "09_ablations", "10_ipo", "A1_bench"}
     assert ran == [s.name for s in reproduce.NOTEBOOKS if not s.extended]
     ran.clear()
     reproduce.main(["--no-book", "--extended"])

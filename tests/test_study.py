@@ -125,8 +125,25 @@ def test_runs_evaluation_and_table1(smoke):
     # a policy against itself: exactly 50% (every prompt ties)
     self_table = S.table1(smoke, {"tpo": evals["tpo"], "same": evals["tpo"]}, baselines=["same"], n_boot=20)
     assert np.allclose(self_table.win_rate_mean, 50.0)
-    # evaluation of pi_0 with the same seed and policy is reproducible (common random numbers)
+    # one iteration only: its rows, and the cached file keeps the other iteration's rows untouched
+    path = smoke.root / "eval" / "tpo" / f"seed_{p.seeds[0]}.csv"
+    before = path.read_bytes()
+    only = S.evaluate_run(smoke, "tpo", [p.seeds[0]], iterations=[p.n_iterations])
+    assert set(only.iteration) == {p.n_iterations} and path.read_bytes() == before
+    # the declared design: every iteration on the first secondary_seeds seeds, the last on every seed
+    one = S.load_study("smoke", results_root=smoke.root.parent, secondary_seeds=1)
+    design = S.evaluate_design(one, ["no-transfer", "exploit-best"])
+    nt = design["no-transfer"]
+    assert set(nt[nt.seed == p.seeds[0]].iteration) == set(range(1, p.n_iterations + 1))
+    assert set(nt[nt.seed == p.seeds[1]].iteration) == {p.n_iterations}
+    assert set(design["exploit-best"].seed) == {p.seeds[0]}
+    pd.testing.assert_frame_equal(nt[nt.iteration == p.n_iterations].reset_index(drop=True),
+                                  evals["no-transfer"][evals["no-transfer"].iteration == p.n_iterations]
+                                  .reset_index(drop=True))
+    # pi_0 is judged once: every seed gets the same judgement, reproducibly (common random numbers)
     pi0 = S.evaluate_pi0(smoke, p.seeds)
+    g = [pi0[pi0.seed == s].gold.to_numpy() for s in p.seeds]
+    assert all(np.array_equal(g[0], x) for x in g[1:])
     import shutil
     shutil.rmtree(smoke.root / "eval" / "pi_0")
     pd.testing.assert_frame_equal(pi0, S.evaluate_pi0(smoke, p.seeds))

@@ -28,8 +28,8 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["variance_split", "floored_t", "crossed_interval", "tie_rate", "power_of_t_test", "mde", "seeds_needed", "projected_sd", "half_width", "design_table",
-           "t_test_vs", "holm", "cell_statistics", "add_holm"]
+__all__ = ["variance_split", "floored_t", "crossed_interval", "tie_rate", "power_of_t_test", "mde", "seeds_needed",
+           "projected_sd", "half_width", "design_table", "t_test_vs", "holm", "cell_statistics", "add_holm"]
 
 
 def _outcomes(outcomes) -> np.ndarray:

@@ -81,7 +81,7 @@ NOTEBOOKS: list[NotebookSpec] = [
     NotebookSpec("06_differences", quick={"preset": "smoke"}, reads=("01_source_rms", "04_table1")),
     NotebookSpec("A1_bench", quick={"bench_args": ["--tiny", "--rounds", "1", "--steps", "1"], "reuse": False,
                                     "loop_args": ["--preset", "smoke", "--rounds", "1", "--methods", "no-transfer"]},
-                 reads=("01_source_rms",)),
+                 reads=("01_source_rms",), extended=True),
 ]
 
 #: Packages whose versions every manifest records.
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rerun notebooks even if up to date")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks")
     parser.add_argument("--extended", action="store_true",
-                        help="also the extended study: the pilot, the ablations and the IPO experiment")
+                        help="also the extended study: the pilot, the ablations, the IPO experiment and the benchmark")
     parser.add_argument("--no-book", action="store_true", help="skip the jupyter-book build")
     parser.add_argument("--no-progress", action="store_true", help="no per-notebook cell progress bar")
     parser.add_argument("--results-dir", type=Path, default=None,

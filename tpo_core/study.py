@@ -43,11 +43,11 @@ from tpo_core.runs import (RUNS, Run, check_run, choose_worst_best, first_online
                            preference_config, records, run, run_all, run_identity, run_seconds, run_seeds,
                            training_logs)
 from tpo_core.source_measurement import measure_sources, pi0_quality
-from tpo_core.table1 import (PRIMARY, declared_table, eval_key, evaluate_pi0, evaluate_run, gold_on_prompts,
-                             gold_on_test, table1, win_rates_vs_pi0)
+from tpo_core.table1 import (PRIMARY, declared_table, early_seeds, eval_key, evaluate_design, evaluate_pi0, evaluate_run,
+                             gold_on_prompts, gold_on_test, table1, win_rates_vs_pi0)
 
 __all__ = ["CONTROL", "PRIMARY", "RUNS", "Run", "Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity",
            "pi0_quality", "measure_sources", "choose_worst_best", "preference_config", "run_identity", "run",
            "run_all", "check_run", "run_seconds", "first_online", "first_online_identity", "training_logs", "records", "pairs",
            "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "declared_table",
-           "win_rates_vs_pi0", "run_seeds", "write_csv"]
+           "evaluate_design", "early_seeds", "win_rates_vs_pi0", "run_seeds", "write_csv"]

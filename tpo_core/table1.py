@@ -20,8 +20,8 @@ from tpo_core.loading import Study, batching_identity, check_seeds
 from tpo_core.presets import seeds_of
 from tpo_core.runs import check_run, run_seeds
 
-__all__ = ["PRIMARY", "ROLES", "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1",
-           "declared_table", "win_rates_vs_pi0"]
+__all__ = ["PRIMARY", "ROLES", "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run",
+           "early_seeds", "evaluate_design", "table1", "declared_table", "win_rates_vs_pi0"]
 
 #: The primary contrast, declared before any data: TPO against no-transfer at the last iteration, one two-sided
 #: t-test at 5% across the seeds (no multiplicity correction: it is the only primary test).
@@ -125,9 +125,10 @@ def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
     return pd.concat([rows.assign(seed=s) for s in seeds], ignore_index=True)
 
 
-def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False) -> pd.DataFrame:
+def evaluate_run(study: Study, name: str, seeds=None, *, iterations=None, progress: bool = False) -> pd.DataFrame:
     """Test gold rewards of every finished iteration of run ``name`` (columns seed, iteration, prompt, sample, gold,
-    checkpoint, eval_key), on ``seeds`` (default: the run's :func:`tpo_core.runs.run_seeds`).
+    checkpoint, eval_key), on ``seeds`` (default: the run's :func:`tpo_core.runs.run_seeds`); ``iterations``: only
+    these of the finished iterations (default: all).
 
     The run must have been trained from this study's settings (:func:`check_run`). Cached per seed in
     ``eval/<run>/seed_<s>.csv``: an iteration's rows are reused only when they judged the very checkpoint
@@ -139,8 +140,8 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
     frames = []
     for s in track(seeds, f"evaluate {name}", disable=not progress, unit="seed"):
         out_dir, path, key = study.run_dir(name, s), _eval_path(study, name, s), eval_key(study, s)
-        done = sorted(int(d.name.split("_")[1]) for d in out_dir.glob("iter_*") if d.is_dir()
-                      and d.name.split("_")[1].isdigit())
+        done = sorted(k for k in (int(d.name.split("_")[1]) for d in out_dir.glob("iter_*") if d.is_dir()
+                                  and d.name.split("_")[1].isdigit()) if iterations is None or k in iterations)
         if not done:
             continue
         check_run(study, name, s)
@@ -161,12 +162,39 @@ def evaluate_run(study: Study, name: str, seeds=None, *, progress: bool = False)
                 got = _evaluate(study, pol, s, k, ck, key)
             rows.append(got)
         new = pd.concat(rows, ignore_index=True)
-        if old is None or not old.equals(new):
-            write_csv(new, path)
+        # the cached rows of iterations not asked for this time stay in the file (nothing finished is dropped)
+        kept = old[~old.iteration.isin(done)] if old is not None and iterations is not None else None
+        stored = new if kept is None or kept.empty else pd.concat([kept, new], ignore_index=True).sort_values(
+            ["iteration", "prompt", "sample"], kind="stable").reset_index(drop=True)
+        if old is None or not old.equals(stored):
+            write_csv(stored, path)
         frames.append(new)
     if not frames:
         raise FileNotFoundError(f"run {name!r} has no finished iteration for seeds {seeds}: train it first")
     return pd.concat(frames, ignore_index=True)
+
+
+def early_seeds(study: Study) -> list[int]:
+    """The seeds on which every iteration is judged (the first ``secondary_seeds``): the cells before the last
+    iteration are secondary, so only the last iteration is judged on every seed (:func:`evaluate_design`)."""
+    return list(seeds_of(study.preset, "exploit-best"))
+
+
+def evaluate_design(study: Study, names, *, progress: bool = False) -> dict[str, pd.DataFrame]:
+    """:func:`evaluate_run` as the declared analysis needs it (:func:`declared_table`): each run's last iteration
+    on every seed the run has (:func:`tpo_core.runs.run_seeds`), and every iteration on :func:`early_seeds`.
+    Returns run name -> frame."""
+    last, early = study.preset.n_iterations, set(early_seeds(study))
+    out = {}
+    for name in names:
+        seeds = run_seeds(study, name)
+        few = [s for s in seeds if s in early]
+        rest = [s for s in seeds if s not in early]
+        frames = [evaluate_run(study, name, few, progress=progress)] if few else []
+        if rest:
+            frames.append(evaluate_run(study, name, rest, iterations=[last], progress=progress))
+        out[name] = pd.concat(frames, ignore_index=True)
+    return out
 
 
 def _matrix(df: pd.DataFrame, iteration: int, seeds) -> np.ndarray:
@@ -201,24 +229,26 @@ def declared_table(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.rand
     ``method``, ``role`` and the columns of :func:`table1`; Holm and the MDE within each role's family.
 
     * **primary**: TPO vs no-transfer at the last iteration, on every seed of the preset;
-    * **control**: exploit-oracle vs no-transfer at every iteration, on every seed (the largest effect transfer
-      can have here; skipped when ``evals`` has no ``exploit-oracle``);
-    * **secondary**: TPO vs no-transfer at the earlier iterations (every seed), and TPO vs exploit-worst and
-      exploit-best at every iteration on the seeds those baselines ran on (:func:`tpo_core.presets.seeds_of`).
-    ``evals``: run name -> :func:`evaluate_run` frame."""
+    * **control**: exploit-oracle vs no-transfer at every iteration (the largest effect transfer can have here;
+      skipped when ``evals`` has no ``exploit-oracle``): the last on every seed, the earlier on :func:`early_seeds`;
+    * **secondary**: TPO vs no-transfer at the earlier iterations, and TPO vs exploit-worst and exploit-best at
+      every iteration, on :func:`early_seeds` (the seeds the exploit baselines ran on,
+      :func:`tpo_core.presets.seeds_of`).
+    ``evals``: run name -> :func:`evaluate_run` frame (:func:`evaluate_design`)."""
     from tpo_core import power
 
     rng = rng if rng is not None else np.random.default_rng(0)
     p, last = study.preset, study.preset.n_iterations
     method, base = PRIMARY
-    rows = [{**_cell(study, evals, method, base, last, list(p.seeds), rng, n_boot), "role": "primary"}]
+    every, early = list(p.seeds), early_seeds(study)
+    rows = [{**_cell(study, evals, method, base, last, every, rng, n_boot), "role": "primary"}]
     if CONTROL in evals:
-        rows += [{**_cell(study, evals, CONTROL, base, k, list(p.seeds), rng, n_boot), "role": "control"}
+        rows += [{**_cell(study, evals, CONTROL, base, k, every if k == last else early, rng, n_boot), "role": "control"}
                  for k in range(1, last + 1)]
-    rows += [{**_cell(study, evals, method, base, k, list(p.seeds), rng, n_boot), "role": "secondary"}
+    rows += [{**_cell(study, evals, method, base, k, early, rng, n_boot), "role": "secondary"}
              for k in range(1, last)]
     for b in (m for m in METHODS if m not in PRIMARY and m in evals):
-        rows += [{**_cell(study, evals, method, b, k, list(seeds_of(p, b)), rng, n_boot), "role": "secondary"}
+        rows += [{**_cell(study, evals, method, b, k, early, rng, n_boot), "role": "secondary"}
                  for k in range(1, last + 1)]
     frame = evaluation.as_frame(rows)
     parts = [power.add_holm(frame[frame.role == r].reset_index(drop=True)) for r in ROLES if (frame.role == r).any()]
@@ -249,7 +279,8 @@ def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo",
 
 def win_rates_vs_pi0(study: Study, evals: dict[str, pd.DataFrame], pi0: pd.DataFrame, *, seeds=None,
                      rng: np.random.Generator | None = None, n_boot: int = 1000) -> pd.DataFrame:
-    """Win rate (%) of every run at every iteration against π_0 (same prompts), with ``crossed_low,
+    """Win rate (%) of every run at every iteration against π_0 (same prompts), each iteration on the seeds
+    judged at it (of ``seeds``, default the preset's), with ``crossed_low,
     crossed_high`` (:func:`tpo_core.power.crossed_interval`): π_0 is judged once (:func:`evaluate_pi0`), so its
     sampling noise is shared by every seed and only the crossed interval contains it."""
     from tpo_core import power
@@ -257,10 +288,10 @@ def win_rates_vs_pi0(study: Study, evals: dict[str, pd.DataFrame], pi0: pd.DataF
     rng = rng if rng is not None else np.random.default_rng(0)
     rows = []
     for name, df in evals.items():
-        s = [x for x in (study.preset.seeds if seeds is None else seeds) if x in set(df.seed)]
-        base = _matrix(pi0, 0, s)
-        for k in sorted(set(df.iteration)):
-            a = _matrix(df, k, s)
+        for k in sorted(set(df.iteration)):  # each iteration on the seeds judged at it
+            judged = set(df[df.iteration == k].seed)
+            s = [x for x in (study.preset.seeds if seeds is None else seeds) if x in judged]
+            base, a = _matrix(pi0, 0, s), _matrix(df, k, s)
             r = evaluation.summarize_win_rate(a, base, rng, n_boot=n_boot)
             out = evaluation.pairwise_outcomes(a, base)
             lo, hi = power.crossed_interval(out) if out.shape[0] >= 2 else (float("nan"), float("nan"))
