@@ -279,6 +279,13 @@ def build_book(book_dir: Path = ROOT / "book", chapters=None) -> None:
         subprocess.run(cmd, check=True)
     except subprocess.CalledProcessError as err:
         raise SystemExit(f"jupyter-book build failed (exit {err.returncode}); see the warnings above")
+    # Sphinx builds incrementally: a page an earlier build made for a chapter this build hides stays in the
+    # output folder unless removed, so it is removed (the toc already leaves it out)
+    html = Path(book_dir) / "_build" / "html"
+    for spec in NOTEBOOKS:
+        if spec.extended and chapters is not None and spec.name not in chapters:
+            for stale in (html / "executed" / f"{spec.name}.html", html / "_sources" / "executed" / f"{spec.name}.ipynb"):
+                stale.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
