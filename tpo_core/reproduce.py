@@ -252,6 +252,11 @@ def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False
     return manifest
 
 
+def _hidden(chapters) -> list[str]:
+    """The extended notebooks a build that ran ``chapters`` leaves out of the book (none when ``chapters`` is None)."""
+    return [s.name for s in NOTEBOOKS if s.extended and chapters is not None and s.name not in chapters]
+
+
 def book_toc(book_dir: Path, chapters=None) -> Path:
     """The book's table of contents for one build: ``book_dir/_toc.yml`` without the chapters of extended
     notebooks (:attr:`NotebookSpec.extended`) that are not in ``chapters`` (names of the notebooks this build
@@ -261,7 +266,7 @@ def book_toc(book_dir: Path, chapters=None) -> Path:
 
     book_dir = Path(book_dir)
     toc = yaml.safe_load((book_dir / "_toc.yml").read_text())
-    hidden = {f"executed/{s.name}" for s in NOTEBOOKS if s.extended and chapters is not None and s.name not in chapters}
+    hidden = {f"executed/{name}" for name in _hidden(chapters)}
     toc["chapters"] = [c for c in toc["chapters"] if c.get("file") not in hidden]
     out = book_dir / "_build" / "_toc.yml"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -282,10 +287,9 @@ def build_book(book_dir: Path = ROOT / "book", chapters=None) -> None:
     # Sphinx builds incrementally: a page an earlier build made for a chapter this build hides stays in the
     # output folder unless removed, so it is removed (the toc already leaves it out)
     html = Path(book_dir) / "_build" / "html"
-    for spec in NOTEBOOKS:
-        if spec.extended and chapters is not None and spec.name not in chapters:
-            for stale in (html / "executed" / f"{spec.name}.html", html / "_sources" / "executed" / f"{spec.name}.ipynb"):
-                stale.unlink(missing_ok=True)
+    for name in _hidden(chapters):
+        for stale in (html / "executed" / f"{name}.html", html / "_sources" / "executed" / f"{name}.ipynb"):
+            stale.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:

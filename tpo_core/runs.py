@@ -21,7 +21,8 @@ from tpo_core.provenance import (StaleResultError, canonical, code_identity, des
 
 from tpo_core.loading import Study, batching_identity, check_seeds
 
-__all__ = ["RUNS", "Run", "run_seeds", "preference_config", "run_identity", "first_online_identity", "first_online", "run", "run_all",
+__all__ = ["RUNS", "Run", "run_seeds", "preference_config", "run_identity", "first_online_identity", "first_online", "run",
+           "run_all",
            "check_run", "run_seconds", "training_logs", "records", "pairs", "choose_worst_best"]
 
 
@@ -89,7 +90,8 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
 #: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms, and
 #: the learning rates: ``learning_rate`` holds the rate of the run's own loss, so a DPO run does not depend on
 #: ``ipo_learning_rate``).
-_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "secondary_seeds", "n_test_prompts", "eval_samples", "n_iterations", "sources",
+_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "secondary_seeds", "n_test_prompts", "eval_samples",
+                             "n_iterations", "sources",
                              "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source",
                              "ipo_learning_rate"})
 
