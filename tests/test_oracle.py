@@ -197,11 +197,15 @@ def test_gold_bf16_auto_follows_the_cpu(tiny_encoder, monkeypatch):
     import torch
 
     from tpo_core import oracle
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     for native in (False, True):
         for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
             monkeypatch.setattr(torch.cpu, f, lambda native=native: native)
         g = GoldReward(tiny_encoder, progress=False, autocast_bf16="auto")
         assert g.autocast_bf16 is native and f"autocast_bf16={native}" in repr(g)
     assert oracle.native_bf16() is True
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # ATEN_CPU_CAPABILITY=avx2
+    assert oracle.native_bf16() is False
+    assert GoldReward(tiny_encoder, progress=False, autocast_bf16="auto").autocast_bf16 is False
     with pytest.raises(ValueError, match="autocast_bf16"):
         GoldReward(tiny_encoder, progress=False, autocast_bf16="on")

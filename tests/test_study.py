@@ -31,6 +31,7 @@ def test_gold_autocast_flag_reaches_the_human(tmp_path, monkeypatch):
     import torch
 
     from tpo_core import oracle
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     for native in (False, True):
         for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
             monkeypatch.setattr(torch.cpu, f, lambda native=native: native)

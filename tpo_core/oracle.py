@@ -40,13 +40,17 @@ def _read_json(path: Path):
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (avx512_bf16 or AMX tiles), as torch reports it.
+    """Whether this process computes bf16 natively (avx512_bf16 or AMX tiles), as torch reports it.
 
     Without it, bf16 autocast is emulated and several times slower than fp32 (see :class:`GoldReward`).
+    A process whose kernels are capped below AVX-512 (``ATEN_CPU_CAPABILITY=avx2``, as when an AVX2-only
+    CPU is emulated) counts as without, whatever the silicon has.
     """
     import torch
 
     cpu = torch.cpu
+    if torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+        return False
     return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
