@@ -74,7 +74,7 @@ def test_local_batches_partition_each_global_batch(n, per_device, world):
 
 
 def test_stream_generator_is_a_function_of_its_inputs():
-    from tpo_core.common import stream_generator
+    from tpo_core.streams import stream_generator
 
     draw = lambda *a: torch.rand(4, generator=stream_generator(*a))  # noqa: E731
     torch.testing.assert_close(draw(1001, 8, 0), draw(1001, 8, 0))

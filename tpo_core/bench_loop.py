@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from tpo_core.report import cpu_flags
+from tpo_core.streams import iteration_prompts, iteration_seed
 
 __all__ = ["main"]
 
@@ -187,13 +188,13 @@ def bench_iteration(study, method: str, seed: int) -> dict:
     sources = {a: clock.wrap(s, "score", f"source {a}") for a, s in study.arms.items()}
     gold = clock.wrap(study.gold, "score", "human")
     selector = empirical.make_selector(method, study.arms, p, worst=worst, best=best, seed=seed)
-    prompts = sample_prompts(study.online, p.prompts_per_iteration, np.random.default_rng([seed, 1]))
+    prompts = sample_prompts(study.online, p.prompts_per_iteration, iteration_prompts(seed, 1))
     docs = [p.prompt_prefix + d for d in prompts.document]
     trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(p, RUNS[method], seed))
     t0 = time.perf_counter()
     pairs, _ = empirical.collect_iteration(
         timed_pol, docs, list(prompts.summary), selector=selector, sources=sources, gold=gold,
-        n_candidates=p.n_candidates, pool_size=p.pool_size, top_k=p.top_k, seed=1000 * seed + 1,
+        n_candidates=p.n_candidates, pool_size=p.pool_size, top_k=p.top_k, seed=iteration_seed(seed, 1),
         temperature=p.temperature, max_new_tokens=p.max_new_tokens, progress=False)
     t1 = time.perf_counter()
     trainer.train_iteration(pairs, None, 1)

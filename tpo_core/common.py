@@ -1,5 +1,5 @@
-"""Small pieces shared by the model modules: input checks, quiet model loading, per-prompt random streams, the
-device models run on and the cache folder.
+"""Small pieces shared by the model modules: input checks, quiet model loading, the device models run
+on and the cache folder.
 
 A leaf module (it imports nothing from ``tpo_core``), so that the sources, the simulated human, the policy
 and the trainer can share it without importing each other.
@@ -12,14 +12,7 @@ import numbers
 import os
 from pathlib import Path
 
-__all__ = ["texts", "check_positive_ints", "check_inputs", "quiet_loading", "ONLINE", "EVAL", "POOL",
-           "stream_generator", "prompt_streams", "default_device", "cache_root"]
-
-#: stream ids of :func:`stream_generator`: a prompt's online responses, its evaluation samples, and the
-#: Best-of-N pool of the arm at position ``j`` of the selector's arms (``POOL + j``); disjoint, so no two
-#: uses share random numbers
-ONLINE, EVAL, POOL = 0, 1, 2
-
+__all__ = ["texts", "check_positive_ints", "check_inputs", "quiet_loading", "default_device", "cache_root"]
 
 def texts(x, what: str) -> list[str]:
     if isinstance(x, (str, bytes)):
@@ -62,29 +55,6 @@ def quiet_loading(quiet: bool = True):
     finally:
         if quiet and was:
             hf_logging.enable_progress_bar()
-
-
-def stream_generator(seed: int, index: int, stream: int):
-    """A ``torch.Generator`` (CPU) that depends only on ``(seed, index, stream)``.
-
-    Seeded with ``numpy.random.SeedSequence([seed, index, stream])``'s first 63-bit word: distinct, well-mixed
-    streams for nearby integers. The study gives every prompt of an iteration its own stream
-    (``seed = 1000 * run seed + iteration``, ``index`` = the prompt's position): common random numbers, so
-    that two methods holding the same policy draw the same responses for a prompt, whatever else they do.
-    """
-    import numpy as np
-    import torch
-
-    words = [int(seed), int(index), int(stream)]
-    if min(words) < 0:
-        raise ValueError(f"seed, index and stream must be >= 0, got {words}")
-    state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
-
-
-def prompt_streams(seed: int, indices, stream: int) -> list:
-    """One :func:`stream_generator` per prompt index, for ``Policy.sample(generator=...)``."""
-    return [stream_generator(seed, i, stream) for i in indices]
 
 
 def default_device() -> str:

@@ -7,7 +7,7 @@ trains on the gathered pairs with 64-pair global batches. The study runs that lo
 machinery, built so that **the number of processes changes nothing but speed**; the pieces live where
 their concept does, and this module is the command line that launches them:
 
-* Random numbers are per prompt (:func:`tpo_core.common.stream_generator`), in a sharded run as in a
+* Random numbers are per prompt (:func:`tpo_core.streams.stream_generator`), in a sharded run as in a
   single-process one, so what a prompt receives never depends on which process handles it.
 * Collection (:func:`tpo_core.empirical.collect_iteration`): every process holds the same selector and
   selects every prompt's arm; groups of ``group_size`` prompts are dealt to the processes

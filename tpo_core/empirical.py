@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tpo_core.common import ONLINE, POOL, prompt_streams
+from tpo_core.streams import ONLINE, POOL, iteration_seed, prompt_streams
+from tpo_core.streams import iteration_prompts as prompts_rng
 from tpo_core.data import sample_prompts
 from tpo_core.oracle import label_best_worst
 from tpo_core.presets import NULL_ARM, ORACLE_ARM
@@ -134,8 +135,8 @@ def score_online(policy, documents, references, *, gold, n_candidates: int, seed
 
 def iteration_prompts(preset, prompts_df, seed: int, k: int) -> tuple[list[str], list[str]]:
     """The documents (with the preset's prompt prefix) and reference summaries of iteration ``k`` of a run
-    with ``seed``: ``preset.prompts_per_iteration`` prompts drawn with ``default_rng([seed, k])``."""
-    prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, np.random.default_rng([seed, k]))
+    with ``seed``: ``preset.prompts_per_iteration`` prompts drawn with :func:`tpo_core.streams.iteration_prompts`."""
+    prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, prompts_rng(seed, k))
     return [preset.prompt_prefix + d for d in prompts.document], list(prompts.summary)
 
 
@@ -213,7 +214,7 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     arm scores only what it uses) -- the human scores the candidates, and the selector is updated with
     the wins. This is exactly the authors' batched bandit, with vectorised model calls.
 
-    Random numbers are per prompt (:func:`tpo_core.common.stream_generator` of ``(seed, prompt index,
+    Random numbers are per prompt (:func:`tpo_core.streams.stream_generator` of ``(seed, prompt index,
     stream)``; one stream for the online responses, one per arm for its pool): common random numbers, so
     two methods that hold the same policy draw the same responses for a prompt whatever arms they pick
     elsewhere, and the number of processes changes nothing.
@@ -316,7 +317,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
                progress: bool = True) -> dict[str, pd.DataFrame]:
     """``preset.n_iterations`` iterations of one method for one seed (Alg. 3), resumable.
 
-    Iteration k samples ``preset.prompts_per_iteration`` prompts with ``default_rng([seed, k])``,
+    Iteration k samples ``preset.prompts_per_iteration`` prompts with :func:`tpo_core.streams.iteration_prompts`,
     collects and labels them (:func:`collect_iteration`, sharded over the processes of a launch, with the
     files written once by the main process), and trains with ``trainer``
     (a :class:`tpo_core.trainer.PreferenceTrainer` wrapping ``policy.model``), which checkpoints to
@@ -354,7 +355,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
             pairs, records = collect_iteration(
                 policy, docs, refs, selector=selector, sources=sources, gold=gold,
                 n_candidates=preset.n_candidates, pool_size=preset.pool_size, top_k=preset.top_k,
-                seed=1000 * seed + k, temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
+                seed=iteration_seed(seed, k), temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
                 online=first_online(docs, refs) if k == 1 and first_online is not None else None,
                 progress=progress)
             records.insert(0, "iteration", k)

@@ -16,6 +16,7 @@ from tpo_core.common import default_device
 from tpo_core.data import reserve_and_test
 from tpo_core.presets import Preset, get_preset, validate
 from tpo_core.sharding import current
+from tpo_core.streams import check_disjoint
 from tpo_core.provenance import CHECKSUMS, read_json
 
 __all__ = ["Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity"]
@@ -242,4 +243,5 @@ def check_seeds(study: Study, seeds) -> list[int]:
         raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds!r}")
+    check_disjoint(seeds, study.preset.n_iterations, len(study.arm_names) + 1)  # + the positive control's arm
     return [int(s) for s in seeds]

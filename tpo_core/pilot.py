@@ -13,7 +13,7 @@ training noise and also little effect to find.
    study's own code (:func:`tpo_core.runs.run`), in a results tree of their own
    (``<results>/pilot/<label>/``), each run's cost read from its own timing (:func:`tpo_core.runs.run_seconds`).
 4. **Evaluation**: each final policy samples ``eval_samples`` responses per pilot prompt with the evaluation
-   stream ``30_000 + seed`` (common random numbers between the two methods); the oracle-vs-no-transfer outcomes
+   stream :func:`tpo_core.streams.pilot_seed` (common random numbers between the two methods); the oracle-vs-no-transfer outcomes
    (:func:`tpo_core.evaluation.pairwise_outcomes`), shape ``(n_seeds, n_prompts)``, give the cell's
    between-seed sd and its split into evaluation and training noise (:func:`tpo_core.power.variance_split`).
 5. **Effect per minute**: :func:`summarize` gives each setting's control effect ``|win rate − 50|``, the seeds
@@ -47,6 +47,7 @@ from tpo_core.loading import Study, load_study
 from tpo_core.presets import get_preset
 from tpo_core.provenance import checkpoint_id, read_json, sha256_json, write_atomic
 from tpo_core.runs import run, run_seconds
+from tpo_core.streams import check_disjoint, pilot_seed
 from tpo_core.table1 import eval_key, gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
 
@@ -81,21 +82,21 @@ def on_held_out(study: Study, n_prompts: int) -> Study:
 
 def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
     """r* of ``eval_samples`` responses per test prompt from run ``name``'s final policy, shape
-    ``(n_prompts, eval_samples)``, with the evaluation stream ``30_000 + seed``. Cached beside the run
+    ``(n_prompts, eval_samples)``, with the evaluation stream :func:`tpo_core.streams.pilot_seed`. Cached beside the run
     (``pilot_eval.json``), reused only for the same checkpoint weights and Table 1's evaluation key
     (:func:`tpo_core.table1.eval_key`: prompts, sampling settings, human, random streams and code)."""
     from tpo_core.trainer import load_checkpoint
 
     out_dir = study.run_dir(name, seed)
     final = out_dir / f"iter_{study.preset.n_iterations}"
-    key = sha256_json({"checkpoint": checkpoint_id(final), "eval": eval_key(study, seed), "stream": 30_000 + int(seed)})
+    key = sha256_json({"checkpoint": checkpoint_id(final), "eval": eval_key(study, seed), "stream": pilot_seed(seed)})
     path = out_dir / "pilot_eval.json"
     cached = read_json(path)
     if isinstance(cached, dict) and cached.get("key") == key:
         return np.asarray(cached["gold"], dtype=float)
     pol = study.new_pi0()
     load_checkpoint(pol.model, final, rebuild=f"Delete {out_dir} and rerun the pilot.")
-    gold = gold_on_prompts(study, pol, 30_000 + int(seed))
+    gold = gold_on_prompts(study, pol, pilot_seed(seed))
     write_atomic(path, json.dumps({"key": key, "gold": gold.tolist()}) + "\n")
     return gold
 
@@ -131,6 +132,9 @@ def pilot(preset: str, settings: dict, *, results_root: str | Path = "results", 
     if reported & set(seeds) or set(TUNING_SEEDS) & set(seeds):
         raise ValueError(f"pilot seeds {sorted((reported | set(TUNING_SEEDS)) & set(seeds))} are reported or "
                          f"tuning seeds of {preset!r}")
+    base = get_preset(preset)
+    check_disjoint(base.seeds, base.n_iterations, len(base.arms or base.sources) + 1, tuning=TUNING_SEEDS,
+                   pilot=seeds)
     rows, outcomes = [], {}
     for label, overrides in settings.items():
         study = load_study(preset, results_root=Path(results_root) / "pilot" / label, sources="arms",

@@ -16,6 +16,7 @@ from tpo_core.empirical import CONTROL, OnlineBatch, run_method, score_online, w
 from tpo_core.presets import ORACLE_ARM, Preset, learning_rate, seeds_of
 from tpo_core.progress import track
 from tpo_core.sharding import on_main, per_device_batch
+from tpo_core.streams import iteration_seed
 from tpo_core.provenance import (StaleResultError, canonical, code_identity, describe_changes, publish_dir, read_json,
                                  write_atomic)
 
@@ -142,7 +143,7 @@ def first_online(study: Study, seed: int, policy, documents, references, *, prog
         return OnlineBatch.from_json(cached["batch"])
     p = study.preset
     batch = score_online(policy, documents, references, gold=study.gold, n_candidates=p.n_candidates,
-                         seed=1000 * seed + 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
+                         seed=iteration_seed(seed, 1), temperature=p.temperature, max_new_tokens=p.max_new_tokens,
                          progress=progress)
     on_main(write_atomic, path, json.dumps({"identity": identity, "batch": batch.to_json()}) + "\n")
     return batch

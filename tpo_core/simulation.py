@@ -37,6 +37,7 @@ from scipy.optimize import Bounds, minimize
 from scipy.special import expit, logsumexp, ndtri
 from scipy.stats import chi2
 
+from tpo_core.streams import simulation_learning, simulation_problem
 from tpo_core.theory import kl_objective, optimal_policy, random_reward, value_gap
 
 __all__ = [
@@ -103,14 +104,14 @@ def _check_args(n_prompts, n_responses, source_mix, R, beta=1.0) -> tuple[float,
 
 
 def make_instance(n_prompts=10, n_responses=20, source_mix=(0.1, 0.5, 1.0), R=1.0, seed=0, beta=1.0) -> Instance:
-    """Draw (r*, pi_ref, rho, sources) from ``np.random.default_rng([seed, 0])``.
+    """Draw (r*, pi_ref, rho, sources) from :func:`tpo_core.streams.simulation_problem`.
 
     ``r* ~ U[0, R]``, ``pi_ref = softmax(N(0, 1))``, ``rho ~ Dirichlet(5)``, and source
     ``r_w = (1 - lambda_w) r* + lambda_w u_w`` with ``u_w ~ U[0, R]`` drawn in order, so source w is the
     same whatever the other entries of ``source_mix`` are. ``beta`` does not change the draws.
     """
     mix = _check_args(n_prompts, n_responses, source_mix, R, beta)
-    rng = np.random.default_rng([int(seed), 0])
+    rng = simulation_problem(seed)
     S, A = int(n_prompts), int(n_responses)
     r_star = random_reward(rng, S, A, R)
     logits = rng.normal(size=(S, A))
@@ -285,7 +286,7 @@ def simulate(method, *, n_prompts=10, n_responses=20, source_mix=(0.1, 0.5, 1.0)
     ``N`` steps. TPO: in each block the first ``ceil(alpha * N)`` steps deploy XPO's policy, then TPS (Alg. 2)
     runs on all data and its choice is deployed for the rest of the block. ``alpha`` defaults to
     ``exp(-R/beta)`` (the paper's corollary choice). XPO inside TPO is fit on all of D (any data is valid for
-    its MLE). Learning randomness: ``np.random.default_rng([seed, 1])``.
+    its MLE). Learning randomness: :func:`tpo_core.streams.simulation_learning`.
 
     Columns: ``t`` (1..T), ``regret`` (exact J(pi*) - J(pi_t)), ``cum_regret``, ``policy`` (``"online"``,
     ``"source-w"`` or ``"self"``), ``value`` (J_beta(pi_t)), and for TPO ``self_value`` / ``self_lcb``: the true
@@ -321,7 +322,7 @@ def simulate(method, *, n_prompts=10, n_responses=20, source_mix=(0.1, 0.5, 1.0)
         w = int(np.argmin(src_gap)) if method == "oracle-best" else int(method.split("-")[1])
         regret[:], value[:], code[:] = src_gap[w], src_val[w], 2 + w
     else:
-        rng = np.random.default_rng([int(seed), 1])
+        rng = simulation_learning(seed)
         S, A = inst.pi_ref.shape
         data = Preferences(S, A)
         z_src, z_self = confidence_radii(S, A, W, delta)

@@ -20,6 +20,7 @@ from tpo_core.progress import track
 from tpo_core.provenance import code_identity, sha256_json
 from tpo_core.report import cpu_flags
 from tpo_core.sources import best_of_n
+from tpo_core.streams import source_prompts, source_seed
 
 from tpo_core.loading import Study
 
@@ -92,11 +93,11 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
         if "key" in df and (df["key"] == key).all() and "key" in detail and (detail["key"] == key).all():
             return df.drop(columns="key"), detail.drop(columns="key")
         print(f"[tpo_core] {path}: measured with other settings or code, measuring again", flush=True)
-    prompts = sample_prompts(study.online, n_prompts, np.random.default_rng([seed, 1]))
+    prompts = sample_prompts(study.online, n_prompts, source_prompts(seed))
     docs = [p.prompt_prefix + d for d in prompts.document]
     refs = list(prompts.summary)
     pol = study.new_pi0()
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(source_seed(seed))
     pools = pol.sample(docs, p.pool_size, temperature=p.temperature, max_new_tokens=p.max_new_tokens, generator=gen)
     rivals = [r[0] for r in pol.sample(docs, 1, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
                                        generator=gen)]

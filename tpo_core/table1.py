@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tpo_core import evaluation
-from tpo_core.common import EVAL, prompt_streams
+from tpo_core.streams import EVAL, evaluation_seed, prompt_streams
 from tpo_core.empirical import CONTROL, METHODS, write_csv
 from tpo_core.progress import track
 from tpo_core.sharding import deal, gather
@@ -37,7 +37,7 @@ def gold_on_test(policy, documents, references, *, gold, seed: int, temperature:
                  max_new_tokens: int | None, n_samples: int = 1) -> np.ndarray:
     """Gold reward of ``n_samples`` sampled responses per test prompt, shape ``(len(documents), n_samples)``.
 
-    Each prompt has its own random stream (:func:`tpo_core.common.stream_generator` of ``seed``, its index
+    Each prompt has its own random stream (:func:`tpo_core.streams.stream_generator` of ``seed``, its index
     and the ``EVAL`` stream), so two policies evaluated with the same ``seed`` share their random numbers
     prompt by prompt (common random numbers: less noise in their paired comparison). Sharded
     (:mod:`tpo_core.sharding`), groups of ``group_size`` prompts are dealt round-robin, each sampled and
@@ -101,7 +101,7 @@ def _cached_rows(old: pd.DataFrame | None, iteration: int, checkpoint: str | Non
 
 
 def _evaluate(study: Study, policy, seed: int, iteration: int, checkpoint: str, key: str) -> pd.DataFrame:
-    g = gold_on_prompts(study, policy, 10_000 + int(seed))  # (n_prompts, n_samples)
+    g = gold_on_prompts(study, policy, evaluation_seed(seed))  # (n_prompts, n_samples)
     n, m = g.shape
     return pd.DataFrame({"seed": seed, "iteration": iteration, "prompt": np.repeat(np.arange(n), m),
                          "sample": np.tile(np.arange(m), n), "gold": g.ravel(), "checkpoint": checkpoint,

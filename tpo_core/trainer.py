@@ -45,6 +45,7 @@ from tpo_core.provenance import publish_dir, record_checksums, verify_checksums
 from tpo_core.common import quiet_loading
 from tpo_core.logprobs import make_encode, sequence_logprobs
 from tpo_core.sharding import local_batches
+from tpo_core.streams import trainer_seed
 
 __all__ = ["PreferenceConfig", "PreferenceTrainer", "make_encode", "sequence_logprobs", "latest_checkpoint",
            "load_checkpoint",
@@ -273,8 +274,8 @@ class PreferenceTrainer:
             self.load_weights(final)
             return pd.read_csv(final / "logs.csv")
         pairs = _check_pairs(pairs, cfg.loss_type == "xpo-trl")
-        torch.manual_seed(cfg.seed + iteration)
-        gen = torch.Generator().manual_seed(cfg.seed + iteration)
+        torch.manual_seed(trainer_seed(cfg.seed, iteration))
+        gen = torch.Generator().manual_seed(trainer_seed(cfg.seed, iteration))
         acc.gradient_accumulation_steps = cfg.grad_accum
 
         t0 = time.perf_counter()

@@ -34,6 +34,7 @@ from tpo_core.loading import Study, load_study
 from tpo_core.presets import LOSSES, get_preset
 from tpo_core.progress import track
 from tpo_core.runs import RUNS, choose_worst_best, run
+from tpo_core.streams import check_disjoint, tuning_seed
 from tpo_core.table1 import gold_on_prompts
 
 __all__ = ["TUNING_SEEDS", "TUNED_RUNS", "final_gold", "tune", "criterion", "pick", "table_path", "main"]
@@ -56,7 +57,7 @@ def table_path(results_root: str | Path, preset: str, loss: str = "dpo") -> Path
 
 def final_gold(study: Study, name: str, seed: int, prompts: pd.DataFrame) -> float:
     """Mean r* of one sampled response per prompt of ``prompts`` from the final policy of run ``name``
-    (its last checkpoint, weights verified), with the evaluation stream of ``20_000 + seed``."""
+    (its last checkpoint, weights verified), with the evaluation stream :func:`tpo_core.streams.tuning_seed`."""
     from tpo_core.trainer import latest_checkpoint, load_checkpoint
 
     last = latest_checkpoint(study.run_dir(name, seed))
@@ -64,7 +65,7 @@ def final_gold(study: Study, name: str, seed: int, prompts: pd.DataFrame) -> flo
         raise FileNotFoundError(f"run {name!r} seed {seed} has no finished iteration in {study.run_dir(name, seed)}")
     pol = study.new_pi0()
     load_checkpoint(pol.model, last[1])
-    return float(gold_on_prompts(study, pol, 20_000 + int(seed), prompts, n_samples=1).mean())
+    return float(gold_on_prompts(study, pol, tuning_seed(seed), prompts, n_samples=1).mean())
 
 
 def tune(preset: str, grid, *, loss: str = "dpo", results_root: str | Path = "results", seeds=TUNING_SEEDS,
@@ -78,6 +79,8 @@ def tune(preset: str, grid, *, loss: str = "dpo", results_root: str | Path = "re
     reported = set(get_preset(preset).seeds)
     if reported & set(seeds):
         raise ValueError(f"tuning seeds {sorted(reported & set(seeds))} are reported seeds of {preset!r}")
+    p = get_preset(preset)
+    check_disjoint(p.seeds, p.n_iterations, len(p.arms or p.sources) + 1, tuning=seeds)
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {LOSSES}")
     methods = list(TUNED_RUNS[loss] if methods is None else methods)
