@@ -3,6 +3,7 @@ matches (tpo_core.provenance), weights are verified before loading, bad values f
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -191,6 +192,77 @@ def test_code_identity_follows_imports_and_edits(tmp_path, monkeypatch):
     finally:
         provenance._closure.cache_clear()
         provenance._code_text_cached.cache_clear()
+
+
+def test_display_and_progress_edits_leave_every_step_identity(tmp_path, monkeypatch):
+    """A fix to a progress bar, a formatter or Table 1's statistics retrains and re-judges nothing: the
+    identities of a run, a judgment, π_0's recipe and the source measurement stay; an edit to the sampler
+    changes the run's and the judgment's."""
+    from tpo_core.judging import JUDGING_CODE
+
+    pkg = tmp_path / "tpo_core"
+    shutil.copytree(provenance.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(provenance, "PACKAGE", pkg)
+    steps = {"run": ("runs",), "judgment": JUDGING_CODE, "pi0": ("sft_recipe",), "sources": ("source_measurement",)}
+    ident = lambda: {k: provenance.code_identity(*m) for k, m in steps.items()}  # noqa: E731
+    provenance._closure.cache_clear()
+    provenance._code_text_cached.cache_clear()
+    try:
+        before = ident()
+        for module in ("progress", "report", "table1", "power", "wheel_parts"):
+            path = pkg / f"{module}.py"
+            path.write_text(path.read_text() + "\nEDITED = print\n")
+        provenance._closure.cache_clear()
+        assert ident() == before
+        assert all(m not in provenance.code_modules(*steps["run"]) for m in ("progress", "report", "table1"))
+        policy = pkg / "policy.py"
+        policy.write_text(policy.read_text() + "\nEDITED = 1\n")
+        after = ident()
+        assert after["run"] != before["run"] and after["judgment"] != before["judgment"]
+        assert after["pi0"] == before["pi0"]  # π_0's recipe does not sample
+    finally:
+        provenance._closure.cache_clear()
+        provenance._code_text_cached.cache_clear()
+
+
+def test_type_only_imports_are_not_code_the_step_runs():
+    src = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tpo_core.loading import Study\n" \
+          "else:\n    from tpo_core import streams\nimport typing\nif typing.TYPE_CHECKING:\n    import tpo_core.runs\n"
+    assert provenance.tpo_core_imports(src) == {"streams"}
+    assert "loading" not in provenance.code_modules("judging")
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
+def test_code_identity_is_the_same_under_other_python_versions(version):
+    """Every module's code text, computed by provenance.py under another Python minor version (where one is
+    installed: pyenv's shims), equals this interpreter's: a Python upgrade retrains nothing."""
+    import json
+    import subprocess
+
+    exe = shutil.which(f"python{version}")
+    if exe is None:
+        pytest.skip(f"python{version} is not installed")
+    script = ("import importlib.util, json, pathlib, sys\n"
+              "spec = importlib.util.spec_from_file_location('prov', sys.argv[1])\n"
+              "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+              "print(json.dumps({p.stem: m.sha256_json(m.code_text(p.read_text(encoding='utf-8')))\n"
+              "                  for p in sorted(pathlib.Path(sys.argv[1]).parent.glob('*.py'))}))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYENV_VERSION"}
+    versions = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout.split() \
+        if shutil.which("pyenv") else []
+    match = [v for v in versions if v.startswith(version + ".")]
+    if shutil.which("pyenv") and not match:
+        pytest.skip(f"pyenv has no Python {version}")
+    if match:
+        env["PYENV_VERSION"] = match[-1]
+    out = subprocess.run([exe, "-c", script, str(provenance.PACKAGE / "provenance.py")], capture_output=True,
+                         text=True, env=env)
+    if out.returncode != 0:
+        pytest.skip(f"python{version} did not run: {out.stderr[-300:]}")
+    theirs = json.loads(out.stdout)
+    ours = {p.stem: provenance.sha256_json(provenance.code_text(p.read_text(encoding="utf-8")))
+            for p in sorted(provenance.PACKAGE.glob("*.py"))}
+    assert theirs == ours
 
 
 def test_runs_identity_does_not_hold_the_measurement_code():

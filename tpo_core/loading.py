@@ -84,6 +84,11 @@ class Study:
         return {"gold": self.preset.gold, "bf16": getattr(self.gold, "autocast_bf16", None)
                 if self.gold is not None else _resolved_bf16(self.preset)}
 
+    @property
+    def batching(self) -> dict:
+        """:func:`batching_identity` now (how model calls are batched and where they run)."""
+        return batching_identity()
+
     def run_dir(self, name: str, seed: int) -> Path:
         return self.root / "runs" / name / f"seed_{seed}"
 

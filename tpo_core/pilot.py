@@ -48,7 +48,7 @@ from tpo_core.presets import get_preset
 from tpo_core.provenance import checkpoint_id, read_json, sha256_json, write_atomic
 from tpo_core.runs import run, run_seconds
 from tpo_core.streams import check_disjoint, pilot_seed
-from tpo_core.table1 import eval_key, gold_on_prompts
+from tpo_core.judging import eval_key, gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
 
 __all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "final_gold_matrix", "pilot",
@@ -84,7 +84,7 @@ def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
     """r* of ``eval_samples`` responses per test prompt from run ``name``'s final policy, shape
     ``(n_prompts, eval_samples)``, with the evaluation stream :func:`tpo_core.streams.pilot_seed`. Cached beside the run
     (``pilot_eval.json``), reused only for the same checkpoint weights and Table 1's evaluation key
-    (:func:`tpo_core.table1.eval_key`: prompts, sampling settings, human, random streams and code)."""
+    (:func:`tpo_core.judging.eval_key`: prompts, sampling settings, human, random streams and code)."""
     from tpo_core.trainer import load_checkpoint
 
     out_dir = study.run_dir(name, seed)

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 __all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_text",
-           "code_identity", "tpo_core_imports",
+           "code_identity", "code_modules", "NOT_COMPUTING", "tpo_core_imports",
            "changed_fields", "describe_changes", "write_atomic", "publish_dir", "record_checksums", "verify_checksums",
            "read_json", "verify_dir", "checkpoint_id", "CHECKSUMS"]
 
@@ -74,9 +74,16 @@ def sha256_json(obj) -> str:
 
 
 def tpo_core_imports(source: str) -> set[str]:
-    """Names of the ``tpo_core`` modules that Python ``source`` imports anywhere (also inside functions)."""
+    """Names of the ``tpo_core`` modules that Python ``source`` imports anywhere (also inside functions), but for
+    imports under ``if TYPE_CHECKING:``, which name types and run no code."""
     out = set()
-    for node in ast.walk(ast.parse(source)):
+    todo = [ast.parse(source)]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+            continue
+        todo.extend(ast.iter_child_nodes(node))
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -90,12 +97,23 @@ def tpo_core_imports(source: str) -> set[str]:
     return out
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+#: Modules that cannot change what a step computes, left out of every code identity (and not followed to what
+#: they import): progress bars, display and formatting, logging of provenance itself, and the assembly of the
+#: offline weight files (whose content is checked against fixed sha256 sums before anything loads them).
+NOT_COMPUTING = frozenset({"progress", "report", "provenance", "wheel_parts"})
+
+
 @functools.lru_cache(maxsize=None)
 def _closure(module: str) -> tuple[str, ...]:
     seen, todo = set(), [module]
     while todo:
         m = todo.pop()
-        if m in seen:
+        if m in seen or m in NOT_COMPUTING:
             continue
         path = PACKAGE / f"{m}.py"
         if not path.is_file():
@@ -106,8 +124,9 @@ def _closure(module: str) -> tuple[str, ...]:
 
 
 def code_text(source: str) -> str:
-    """What a module computes, as text: its syntax tree without docstrings or other bare string statements
-    (``ast.dump``: no comments, no layout, no line numbers). Editing documentation leaves it unchanged."""
+    """What a module computes, as text: its syntax tree without docstrings or other bare string statements (no
+    comments, no layout, no line numbers), written by :func:`_tree_text` so that the text is the same under every
+    Python minor version. Editing documentation leaves it unchanged."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         for name in ("body", "orelse", "finalbody"):
@@ -116,7 +135,26 @@ def code_text(source: str) -> str:
                 kept = [st for st in stmts if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant)
                                                    and isinstance(st.value.value, str))]
                 setattr(node, name, kept or [ast.Pass()])
-    return ast.dump(tree)
+    return _tree_text(tree)
+
+
+def _tree_text(node) -> str:
+    """A syntax tree as text, stable across Python versions: each node's class and its fields by name, leaving
+    out the fields that are empty or None (newer Pythons add such fields, e.g. ``type_params`` in 3.12, and
+    ``ast.dump`` prints them), the empty string parts of f-strings (3.12's parser adds some) and the positions."""
+    if isinstance(node, ast.AST):
+        fields = []
+        for f in node._fields:
+            v = getattr(node, f, None)
+            if isinstance(node, ast.JoinedStr) and f == "values":  # 3.12 parses f"{x:{w}}" with a trailing ''
+                v = [x for x in v if not (isinstance(x, ast.Constant) and x.value == "")]
+            if v is None or v == []:
+                continue
+            fields.append(f"{f}={_tree_text(v)}")
+        return f"{type(node).__name__}({', '.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ", ".join(_tree_text(v) for v in node) + "]"
+    return repr(node)
 
 
 @functools.lru_cache(maxsize=256)
@@ -131,15 +169,21 @@ def _module_text(module: str) -> str:
 def code_identity(*modules: str, source: str | None = None) -> str:
     """sha256 of the code (:func:`code_text`: docstrings, comments and layout left out) of the given
     ``tpo_core`` modules and of every ``tpo_core`` module they import, transitively (function-level imports
-    included). With ``source`` (e.g. a notebook's code), the modules that text imports are added. Change
-    what any of those files computes and the identity changes; edit their documentation and it does not."""
-    wanted = set(modules) | (tpo_core_imports(source) if source is not None else set())
-    files = sorted({m for w in wanted for m in _closure(w)})
+    included), but for the :data:`NOT_COMPUTING` modules (:func:`code_modules` lists what is in it). With
+    ``source`` (e.g. a notebook's code), the modules that text imports are added. Change what any of those files
+    computes and the identity changes; edit their documentation, or a progress bar, and it does not."""
+    files = code_modules(*modules, source=source)
     h = hashlib.sha256()
     for m in files:
         text = _module_text(m)
         h.update(m.encode() + b"\0" + text.encode("utf-8") + b"\0")
     return h.hexdigest()
+
+
+def code_modules(*modules: str, source: str | None = None) -> list[str]:
+    """The modules whose code :func:`code_identity` covers for ``modules`` (and ``source``), sorted."""
+    wanted = set(modules) | (tpo_core_imports(source) if source is not None else set())
+    return sorted({m for w in wanted for m in _closure(w)})
 
 
 def changed_fields(recorded, wanted, prefix: str = "") -> list[str]:

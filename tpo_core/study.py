@@ -43,8 +43,9 @@ from tpo_core.runs import (RUNS, Run, check_run, choose_worst_best, first_online
                            preference_config, records, run, run_all, run_identity, run_seconds, run_seeds,
                            training_logs)
 from tpo_core.source_measurement import measure_sources, pi0_quality
-from tpo_core.table1 import (PRIMARY, declared_table, early_seeds, eval_key, evaluate_design, evaluate_pi0, evaluate_run,
-                             gold_on_prompts, gold_on_test, table1, win_rates_vs_pi0)
+from tpo_core.judging import eval_key, gold_on_prompts, gold_on_test
+from tpo_core.table1 import (PRIMARY, declared_table, early_seeds, evaluate_design, evaluate_pi0, evaluate_run, table1,
+                             win_rates_vs_pi0)
 
 __all__ = ["CONTROL", "PRIMARY", "RUNS", "Run", "Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity",
            "pi0_quality", "measure_sources", "choose_worst_best", "preference_config", "run_identity", "run",

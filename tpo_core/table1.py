@@ -1,5 +1,6 @@
 """Table 1 (notebook 04; paper §6.1): gold rewards of every checkpoint on held-out prompts
-(:func:`evaluate_run`, cached per row by the checkpoint's sha256 and the evaluation key), and the win rates
+(:func:`evaluate_run`: :mod:`tpo_core.judging`, cached per row by the checkpoint's sha256 and the evaluation
+key), and the win rates
 of TPO against each baseline with their intervals, power and Holm verdicts (:func:`table1`)."""
 
 from __future__ import annotations
@@ -10,17 +11,17 @@ import numpy as np
 import pandas as pd
 
 from tpo_core import evaluation
-from tpo_core.streams import EVAL, evaluation_seed, prompt_streams
+from tpo_core.judging import eval_key, gold_on_prompts
+from tpo_core.streams import evaluation_seed
 from tpo_core.empirical import CONTROL, METHODS, write_csv
 from tpo_core.progress import track
-from tpo_core.sharding import deal, gather
-from tpo_core.provenance import checkpoint_id, code_identity, sha256_json
+from tpo_core.provenance import checkpoint_id, sha256_json
 
-from tpo_core.loading import Study, batching_identity, check_seeds
+from tpo_core.loading import Study, check_seeds
 from tpo_core.presets import seeds_of
 from tpo_core.runs import check_run, run_seeds
 
-__all__ = ["PRIMARY", "ROLES", "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run",
+__all__ = ["PRIMARY", "ROLES", "evaluate_pi0", "evaluate_run",
            "early_seeds", "evaluate_design", "table1", "declared_table", "win_rates_vs_pi0"]
 
 #: The primary contrast, declared before any data: TPO against no-transfer at the last iteration, one two-sided
@@ -33,56 +34,8 @@ PRIMARY = ("tpo", "no-transfer")
 ROLES = ("primary", "control", "secondary")
 
 
-def gold_on_test(policy, documents, references, *, gold, seed: int, temperature: float,
-                 max_new_tokens: int | None, n_samples: int = 1) -> np.ndarray:
-    """Gold reward of ``n_samples`` sampled responses per test prompt, shape ``(len(documents), n_samples)``.
-
-    Each prompt has its own random stream (:func:`tpo_core.streams.stream_generator` of ``seed``, its index
-    and the ``EVAL`` stream), so two policies evaluated with the same ``seed`` share their random numbers
-    prompt by prompt (common random numbers: less noise in their paired comparison). Sharded
-    (:mod:`tpo_core.sharding`), groups of ``group_size`` prompts are dealt round-robin, each sampled and
-    scored on its own, and gathered: every process returns the whole array, the same for any number of
-    processes; one process outside ``sharded`` samples and scores all prompts in one call each.
-    """
-    documents, references = list(documents), list(references)
-    if not documents or len(documents) != len(references):
-        raise ValueError("documents and references must be non-empty and of equal length")
-    idx = list(range(len(documents)))
-    local = []
-    for group in deal(idx):
-        resp = policy.sample([documents[i] for i in group], n_samples, temperature=temperature,
-                             max_new_tokens=max_new_tokens, generator=prompt_streams(seed, group, EVAL))
-        rep = lambda xs: [xs[i] for i in group for _ in range(n_samples)]  # noqa: E731
-        scores = np.asarray(gold.score(rep(documents), [r for rs in resp for r in rs], rep(references)), dtype=float)
-        local += [(i, row.tolist()) for i, row in zip(group, scores.reshape(len(group), n_samples))]
-    out = dict(gather(local))
-    if sorted(out) != idx:
-        raise RuntimeError("gathered evaluation does not cover every test prompt once")
-    return np.array([out[i] for i in idx], dtype=float).reshape(len(idx), n_samples)
-
-
-def gold_on_prompts(study: Study, policy, seed: int, prompts: pd.DataFrame | None = None,
-                    n_samples: int | None = None) -> np.ndarray:
-    """:func:`gold_on_test` on ``prompts`` (default: the study's test prompts; a frame with ``document`` and
-    ``summary``) at the preset's prompt prefix and sampling settings, ``n_samples`` per prompt (default the
-    preset's ``eval_samples``), with evaluation stream ``seed``. Shape ``(len(prompts), n_samples)``."""
-    p, prompts = study.preset, study.test if prompts is None else prompts
-    return gold_on_test(policy, [p.prompt_prefix + d for d in prompts.document], list(prompts.summary),
-                        gold=study.gold, seed=int(seed), temperature=p.temperature, max_new_tokens=p.max_new_tokens,
-                        n_samples=p.eval_samples if n_samples is None else n_samples)
-
-
 def _eval_path(study: Study, name: str, seed: int) -> Path:
     return study.root / "eval" / name / f"seed_{seed}.csv"
-
-
-def eval_key(study: Study, seed: int) -> str:
-    """Key of the evaluation settings for ``seed``: test prompts, sampling, human and code (16 hex digits)."""
-    p = study.preset
-    return sha256_json({"test": study.data_identity.get("test"), "temperature": p.temperature,
-                        "max_new_tokens": p.max_new_tokens, "samples": p.eval_samples, "seed": int(seed),
-                        "gold": study.gold_identity,
-                        "streams": batching_identity(), "code": code_identity("table1")})[:16]
 
 
 def _read_eval(path: Path) -> pd.DataFrame | None:

@@ -35,7 +35,7 @@ from tpo_core.presets import LOSSES, get_preset
 from tpo_core.progress import track
 from tpo_core.runs import RUNS, choose_worst_best, run
 from tpo_core.streams import check_disjoint, tuning_seed
-from tpo_core.table1 import gold_on_prompts
+from tpo_core.judging import gold_on_prompts
 
 __all__ = ["TUNING_SEEDS", "TUNED_RUNS", "final_gold", "tune", "criterion", "pick", "table_path", "main"]
 
