@@ -37,31 +37,45 @@ def _weights(folder):
     return load_file(folder / "model.safetensors")
 
 
-def test_a_changed_setting_recomputes_the_run_and_its_evaluation(smoke, capsys):
-    """New preset fields never reuse old checkpoints or old evaluation rows; going back to
-    the old settings recomputes exactly the old numbers."""
+def _snapshot(folder):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_changed_setting_writes_beside_and_going_back_reuses(smoke, monkeypatch):
+    """New preset fields never reuse old checkpoints or old evaluation rows: they train and judge into folders
+    of their own key, beside the old ones, which stay untouched; going back to the old settings trains and
+    judges nothing."""
+    from tpo_core import table1, trainer
+
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
     first = S.evaluate_run(smoke, "no-transfer", [seed])
-    w1 = _weights(smoke.run_dir("no-transfer", seed) / "iter_1")
+    d1 = S.run_dir(smoke, "no-transfer", seed)
+    before = {**_snapshot(d1), **_snapshot(S.eval_path(smoke, "no-transfer", seed).parent)}
+    w1 = _weights(d1 / "iter_1")
     changed = dataclasses.replace(smoke, preset=dataclasses.replace(smoke.preset, learning_rate=0.5, beta=5.0))
-    # evaluating checkpoints trained with other settings is refused, naming the fields
-    with pytest.raises(StaleResultError, match=r"beta: 0\.1 -> 5\.0.*learning_rate: 0\.001 -> 0\.5"):
+    # evaluating checkpoints never trained with these settings is refused, naming how the existing ones differ
+    with pytest.raises(StaleResultError, match=r"never trained.*beta: 0\.1 -> 5\.0.*learning_rate: 0\.001 -> 0\.5"):
         S.evaluate_run(changed, "no-transfer", [seed])
-    capsys.readouterr()
     S.run(changed, "no-transfer", seed)
-    assert "learning_rate: 0.001 -> 0.5" in capsys.readouterr().out  # says why it recomputes
-    recorded = json.loads((smoke.run_dir("no-transfer", seed) / "identity.json").read_text())
+    d2 = S.run_dir(changed, "no-transfer", seed)
+    assert d2 != d1 and d2.parent.parent == d1.parent.parent  # runs/no-transfer/<key>/seed_<s>, side by side
+    recorded = json.loads((d2 / "identity.json").read_text())
     assert recorded["preset"]["learning_rate"] == 0.5 and recorded["preset"]["beta"] == 5.0
-    w2 = _weights(smoke.run_dir("no-transfer", seed) / "iter_1")
+    w2 = _weights(d2 / "iter_1")
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)  # really retrained
     second = S.evaluate_run(changed, "no-transfer", [seed])
     assert set(second.checkpoint).isdisjoint(first.checkpoint)  # every row judged the new weights
     assert not np.array_equal(first.gold, second.gold)
-    # back to the old settings: recomputed, and identical to the first time (seeded end to end)
+    assert {**_snapshot(d1), **_snapshot(S.eval_path(smoke, "no-transfer", seed).parent)} == before  # untouched
+    # back to the old settings: nothing is trained or judged again
+    def refuse(*a, **k):
+        raise AssertionError("recomputed a finished result")
+    monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration", refuse)
+    monkeypatch.setattr(table1, "_evaluate", refuse)
     S.run(smoke, "no-transfer", seed)
-    again = S.evaluate_run(smoke, "no-transfer", [seed])
-    pd.testing.assert_frame_equal(first, again)
+    pd.testing.assert_frame_equal(S.evaluate_run(smoke, "no-transfer", [seed]), first)
+    assert {**_snapshot(d1), **_snapshot(S.eval_path(smoke, "no-transfer", seed).parent)} == before
 
 
 def test_a_changed_library_recomputes(smoke, monkeypatch, capsys):
@@ -74,9 +88,8 @@ def test_a_changed_library_recomputes(smoke, monkeypatch, capsys):
     assert S.run_identity(smoke, "no-transfer", seed)["code"] == "edited" != before["code"]
     with pytest.raises(StaleResultError, match="code"):
         S.evaluate_run(smoke, "no-transfer", [seed])
-    capsys.readouterr()
-    S.run(smoke, "no-transfer", seed)
-    assert "code:" in capsys.readouterr().out
+    S.run(smoke, "no-transfer", seed)  # trains into the folder of the edited code's key
+    assert json.loads((S.run_dir(smoke, "no-transfer", seed) / "identity.json").read_text())["code"] == "edited"
 
 
 def test_evaluation_rows_are_keyed_by_the_checkpoint_they_judged(smoke):
@@ -84,7 +97,7 @@ def test_evaluation_rows_are_keyed_by_the_checkpoint_they_judged(smoke):
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
     first = S.evaluate_run(smoke, "no-transfer", [seed])
-    path = smoke.root / "eval" / "no-transfer" / f"seed_{seed}.csv"
+    path = S.eval_path(smoke, "no-transfer", seed)
     fake = first.assign(gold=0.123)  # what a stale cache would serve
     S.write_csv(fake, path)
     assert (S.evaluate_run(smoke, "no-transfer", [seed]).gold == 0.123).all()  # same checkpoint: reused
@@ -98,14 +111,14 @@ def test_corrupt_or_truncated_checkpoints_are_clear_errors(smoke, tmp_path):
     """Flipped bytes or a truncated file in a run checkpoint raise, naming the file."""
     seed = smoke.preset.seeds[1]
     S.run(smoke, "no-transfer", seed)
-    run_dir = smoke.run_dir("no-transfer", seed)
+    run_dir = S.run_dir(smoke, "no-transfer", seed)
     backup = tmp_path / "backup"
     shutil.copytree(run_dir, backup)
     weights = run_dir / "iter_1" / "model.safetensors"
     _flip(weights)
     with pytest.raises(CorruptFileError, match=r"(?s)corrupt or truncated.*iter_1/model.safetensors: sha256 [0-9a-f]{64}, expected"):
         S.run(smoke, "no-transfer", seed)
-    shutil.rmtree(smoke.root / "eval" / "no-transfer", ignore_errors=True)
+    S.eval_path(smoke, "no-transfer", seed).unlink(missing_ok=True)
     with pytest.raises(CorruptFileError, match="Delete"):
         S.evaluate_run(smoke, "no-transfer", [seed])
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated: not a raw SafetensorError
@@ -157,7 +170,7 @@ def test_result_files_read_back_with_plain_pandas(smoke):
     """The null arm is written 'online', which pandas.read_csv keeps as a string."""
     seed = smoke.preset.seeds[0]
     S.run_all(smoke, ["no-transfer"], [seed], progress=False)
-    for path in [smoke.root / "arms.csv", smoke.run_dir("no-transfer", seed) / "records_iter_1.csv"]:
+    for path in [smoke.root / "arms.csv", S.run_dir(smoke, "no-transfer", seed) / "records_iter_1.csv"]:
         df = pd.read_csv(path)
         assert df.arm.notna().all() and set(df.arm) == {"online"}, path
 
@@ -419,3 +432,33 @@ def test_default_run_leaves_the_extended_study_out_and_its_chapters_out_of_the_b
     assert default == [f for f in full if f.removeprefix("executed/") not in extended]
     assert "executed/09_ablations" in files({"09_ablations"}) and "executed/08_pilot" not in files({"09_ablations"})
     assert (book / "_toc.yml").read_text() == (reproduce.ROOT / "book" / "_toc.yml").read_text()  # untouched
+
+
+def test_prune_lists_then_removes_only_what_no_current_setting_uses(smoke):
+    from tpo_core import prune
+
+    seed = smoke.preset.seeds[0]
+    S.run(smoke, "no-transfer", seed)
+    S.evaluate_run(smoke, "no-transfer", [seed])
+    other = dataclasses.replace(smoke, preset=dataclasses.replace(smoke.preset, learning_rate=0.02))
+    S.run(other, "no-transfer", seed)
+    S.evaluate_run(other, "no-transfer", [seed])
+    legacy = smoke.root / "runs" / "no-transfer" / "seed_77"  # the layout before keys
+    legacy.mkdir(parents=True)
+    (legacy / "identity.json").write_text("{}")
+    mine, theirs = S.run_dir(smoke, "no-transfer", seed).parent, S.run_dir(other, "no-transfer", seed).parent
+    lines = []
+    listed = {e.path: e.used for e in prune.entries(smoke)}
+    assert listed[mine] and not listed[theirs] and not listed[legacy]
+    assert listed[S.eval_path(smoke, "no-transfer", seed).parent]
+    assert not listed[S.eval_path(other, "no-transfer", seed).parent]
+    assert listed[S.first_online_dir(smoke)]
+    before = _snapshot(mine)
+    unused = prune.prune(smoke, echo=lines.append)  # a listing removes nothing
+    assert theirs.is_dir() and legacy.is_dir() and any("--delete" in x for x in lines)
+    assert {e.path for e in unused} >= {theirs, legacy, S.eval_path(other, "no-transfer", seed).parent}
+    prune.prune(smoke, delete=True, echo=lines.append)
+    assert not theirs.exists() and not legacy.exists() and _snapshot(mine) == before
+    assert all(e.used for e in prune.entries(smoke))
+    # seen from the other setting, the first one's folders are the unused ones
+    assert not {e.path: e.used for e in prune.entries(other)}[mine]

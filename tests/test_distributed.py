@@ -256,7 +256,7 @@ def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
         with D.sharded(group_size):
             S.evaluate_pi0(study, [seed])
     # the pooled statistics are an all-reduce of what each process saw: check with accelerate's reduce
-    state = json.loads((study.run_dir("tpo", seed) / "selector_state_iter_1.json").read_text())
+    state = json.loads((S.run_dir(study, "tpo", seed) / "selector_state_iter_1.json").read_text())
     arms = state["config"]["arms"]
     mine = torch.zeros(2, len(arms), dtype=torch.float64)
     for chunk in collected:
@@ -307,7 +307,7 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     log = [json.loads((logs / f"log_{r}.json").read_text()) for r in (0, 1)]
     assert [entry["num_processes"] for entry in log] == [2, 2]
 
-    d1, d2 = one.run_dir("tpo", seed), two.run_dir("tpo", seed)
+    d1, d2 = S.run_dir(one, "tpo", seed), S.run_dir(two, "tpo", seed)
     # identical decisions: every prompt's arm, win and gold scores, byte for byte
     assert (d1 / "records_iter_1.csv").read_bytes() == (d2 / "records_iter_1.csv").read_bytes()
     records = pd.read_csv(d1 / "records_iter_1.csv")
@@ -341,7 +341,7 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     np.testing.assert_allclose(l2[cols].to_numpy(), l1[cols].to_numpy(), rtol=1e-4, atol=1e-6)
 
     # sharded evaluation: the same gold rewards as on one process
-    ev = Path("eval") / "pi_0" / "once.csv"
+    [ev] = [f.relative_to(one.root) for f in one.root.glob("eval/pi_0/*/*/once.csv")]
     assert (one.root / ev).read_bytes() == (two.root / ev).read_bytes()
 
     # files: the same set, each written once by the main process through a temporary name, none left half
@@ -376,13 +376,13 @@ def test_paper_preset_on_two_processes_with_stand_ins(paper_stand_ins, tmp_path)
     st = S.load_study(p, results_root=tmp_path, model_paths=paper_stand_ins, sources="arms")
     _reset_accelerate()
     debug_launcher(_paper_worker, args=(st, 100), num_processes=2)
-    d = st.run_dir("tpo", 100)
+    d = S.run_dir(st, "tpo", 100)
     records = pd.read_csv(d / "records_iter_1.csv")
     assert list(records.prompt_idx) == list(range(p.prompts_per_iteration))
     assert (d / "iter_1" / "model.safetensors").is_file()
     meta = json.loads((d / "iter_1" / "preference_config.json").read_text())
     assert meta["config"]["batch_size"] * 2 == p.batch_size  # per device: the global batch over 2 processes
-    e = pd.read_csv(st.root / "eval" / "tpo" / "seed_100.csv")
+    e = pd.read_csv(S.eval_path(st, "tpo", 100))
     assert len(e) == p.n_test_prompts and np.isfinite(e.gold).all()
     assert not [f for f in _files(tmp_path) if ".tmp" in f]
 
@@ -411,12 +411,13 @@ def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("done: tpo") == 1  # printed by the main process only
-    d = tmp_path / "paper" / "runs" / "tpo" / "seed_100"
+    [d] = (tmp_path / "paper" / "runs" / "tpo").glob("*/seed_100")  # runs/<run>/<key>/seed_<s>
     records = pd.read_csv(d / "records_iter_1.csv")
     assert list(records.prompt_idx) == [0, 1, 2, 3]
     meta = json.loads((d / "iter_1" / "preference_config.json").read_text())
     assert meta["config"]["batch_size"] == 1  # 2 pairs per step over 2 processes
-    e = pd.read_csv(tmp_path / "paper" / "eval" / "tpo" / "seed_100.csv")
+    [e] = (tmp_path / "paper" / "eval" / "tpo").glob("*/*/seed_100.csv")
+    e = pd.read_csv(e)
     assert len(e) == 4 and np.isfinite(e.gold).all()
 
 

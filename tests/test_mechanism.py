@@ -53,7 +53,8 @@ def test_pair_diagnostics_recompute_the_policies(trained, monkeypatch):
     monkeypatch.setattr(M, "pair_logprobs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed")))
     pd.testing.assert_frame_equal(M.pair_diagnostics(study, ["no-transfer", "exploit-best"]), diag)
     # a cache row for another checkpoint is not served
-    path = study.root / "mechanism" / "no-transfer" / f"seed_{p.seeds[0]}.csv"
+    key = S.run_key(study, "no-transfer")
+    path = study.root / "mechanism" / "no-transfer" / key / f"seed_{p.seeds[0]}.csv"
     stale = pd.read_csv(path)
     stale["after"] = "0" * 16
     stale.to_csv(path, index=False)

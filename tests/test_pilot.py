@@ -113,8 +113,8 @@ def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, 
     assert list(runs.columns) == ["setting", "method", "seed", "seconds", "final_gold"] and len(runs) == 8
     assert (runs.seconds > 0).all() and np.isfinite(runs.final_gold).all()
     assert set(outcomes) == set(SETTINGS) and all(x.shape == (2, 4) for x in outcomes.values())
-    ident = json.loads((tmp_path / "pilot" / "prompts_4" / "smoke" / "runs" / "exploit-oracle" / "seed_9101"
-                        / "identity.json").read_text())
+    [ident] = (tmp_path / "pilot" / "prompts_4" / "smoke" / "runs" / "exploit-oracle").glob("*/seed_9101/identity.json")
+    ident = json.loads(ident.read_text())
     assert ident["preset"]["prompts_per_iteration"] == 4 and ident["seed"] == 9101
     # the cached evaluation is what a fresh evaluation of the final checkpoint gives
     study = PL.on_held_out(S.load_study("smoke", results_root=tmp_path / "pilot" / "preset", sources="arms",
@@ -122,7 +122,7 @@ def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, 
     from tpo_core.trainer import load_checkpoint
 
     pol = study.new_pi0()
-    load_checkpoint(pol.model, study.run_dir("no-transfer", 9102) / f"iter_{study.preset.n_iterations}")
+    load_checkpoint(pol.model, S.run_dir(study, "no-transfer", 9102) / f"iter_{study.preset.n_iterations}")
     fresh = S.gold_on_prompts(study, pol, 30_000 + 9102)
     np.testing.assert_array_equal(PL.final_gold_matrix(study, "no-transfer", 9102), fresh)
     # a rerun trains and judges nothing, and reports the recorded seconds

@@ -127,7 +127,7 @@ def test_runs_evaluation_and_table1(smoke):
     self_table = S.table1(smoke, {"tpo": evals["tpo"], "same": evals["tpo"]}, baselines=["same"], n_boot=20)
     assert np.allclose(self_table.win_rate_mean, 50.0)
     # one iteration only: its rows, and the cached file keeps the other iteration's rows untouched
-    path = smoke.root / "eval" / "tpo" / f"seed_{p.seeds[0]}.csv"
+    path = S.eval_path(smoke, "tpo", p.seeds[0])
     before = path.read_bytes()
     only = S.evaluate_run(smoke, "tpo", [p.seeds[0]], iterations=[p.n_iterations])
     assert set(only.iteration) == {p.n_iterations} and path.read_bytes() == before
@@ -177,7 +177,7 @@ def test_a_rerun_is_loaded_not_retrained(smoke, monkeypatch):
     # the loaded run still reports what it cost: the sum of its iterations' recorded seconds
     import json
 
-    per_iter = [json.loads((smoke.run_dir("no-transfer", seed) / f"timing_iter_{k}.json").read_text())["seconds"]
+    per_iter = [json.loads((S.run_dir(smoke, "no-transfer", seed) / f"timing_iter_{k}.json").read_text())["seconds"]
                 for k in range(1, smoke.preset.n_iterations + 1)]
     assert all(t > 0 for t in per_iter) and S.run_seconds(smoke, "no-transfer", seed) == cost == pytest.approx(sum(per_iter))
 
@@ -291,13 +291,13 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     assert 1 not in trained and trained  # iteration 1 copied from TPO, later ones trained
     import json
 
-    timing = lambda name, k: json.loads((smoke.run_dir(name, seed) / f"timing_iter_{k}.json").read_text())  # noqa: E731
+    timing = lambda name, k: json.loads((S.run_dir(smoke, name, seed) / f"timing_iter_{k}.json").read_text())  # noqa: E731
     assert timing("tpo-carried", 1) == {"seconds": 0.0, "shared_from": "tpo"}  # paid once, by TPO
     assert S.run_seconds(smoke, "tpo-carried", seed) == pytest.approx(
         sum(timing("tpo-carried", k)["seconds"] for k in range(2, smoke.preset.n_iterations + 1)))
     assert S.run_seconds(smoke, "tpo", seed) > 0
-    a = pd.read_csv(smoke.run_dir("tpo", seed) / "records_iter_1.csv")
-    b = pd.read_csv(smoke.run_dir("tpo-carried", seed) / "records_iter_1.csv")
+    a = pd.read_csv(S.run_dir(smoke, "tpo", seed) / "records_iter_1.csv")
+    b = pd.read_csv(S.run_dir(smoke, "tpo-carried", seed) / "records_iter_1.csv")
     pd.testing.assert_frame_equal(a, b)
     trained.clear()
     S.run(smoke, "tpo-thompson", seed)  # a different selector: iteration 1 differs, so it is trained
@@ -313,7 +313,7 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     pd.testing.assert_frame_equal(carried[carried.iteration == 1].reset_index(drop=True),
                                   tpo_eval[tpo_eval.iteration == 1].reset_index(drop=True))
     pol = smoke.new_pi0()
-    pol.model.load_state_dict(type(pol.model).from_pretrained(smoke.run_dir("tpo-carried", seed) / "iter_1").state_dict())
+    pol.model.load_state_dict(type(pol.model).from_pretrained(S.run_dir(smoke, "tpo-carried", seed) / "iter_1").state_dict())
     from tpo_core import table1 as T
 
     np.testing.assert_array_equal(T.gold_on_prompts(smoke, pol, 10_000 + seed).ravel(), carried[carried.iteration == 1].gold.to_numpy())
@@ -332,7 +332,7 @@ def test_iteration_one_online_batch_is_computed_once_and_shared_exactly(tmp_path
     study = S.load_study("smoke", results_root=tmp_path)
     S.measure_sources(study, n_prompts=6, seed=0)
     p, seed = study.preset, study.preset.seeds[0]
-    shared = study.root / "shared" / f"seed_{seed}" / "online_iter_1.json"
+    shared = S.first_online_dir(study) / f"seed_{seed}.json"
     S.run(study, "no-transfer", seed)
     assert shared.is_file()
     batch = json.loads(shared.read_text())["batch"]
@@ -342,7 +342,7 @@ def test_iteration_one_online_batch_is_computed_once_and_shared_exactly(tmp_path
     rep = lambda xs: [x for x in xs for _ in range(p.n_candidates)]  # noqa: E731
     again = study.gold.score(rep(docs), responses, rep(refs), progress=False)
     np.testing.assert_array_equal(np.asarray(again), [g for i in range(len(docs)) for g in batch["scores"][str(i)]])
-    rec = pd.read_csv(study.run_dir("no-transfer", seed) / "records_iter_1.csv")
+    rec = pd.read_csv(S.run_dir(study, "no-transfer", seed) / "records_iter_1.csv")
     np.testing.assert_array_equal(rec.gold_best, [max(batch["scores"][str(i)]) for i in rec.prompt_idx])
 
     # another method: at iteration 1 the human sees only the transferred candidates (top_k per prompt)
@@ -355,7 +355,7 @@ def test_iteration_one_online_batch_is_computed_once_and_shared_exactly(tmp_path
     assert scored[:n_chunks] == [p.top_k * min(chunk, p.prompts_per_iteration - c * chunk) for c in range(n_chunks)]
     assert scored[n_chunks] == p.n_candidates * chunk  # iteration 2: its own policy, every candidate is new
     monkeypatch.undo()
-    first = {f: (study.run_dir("exploit-best", seed) / f).read_bytes()
+    first = {f: (S.run_dir(study, "exploit-best", seed) / f).read_bytes()
              for f in ("records_iter_1.csv", "iter_1/checksums.json", f"iter_{p.n_iterations}/checksums.json")}
 
     # recomputed from nothing (no shared batch, no run folder): byte-identical batch, records and weights
@@ -363,10 +363,10 @@ def test_iteration_one_online_batch_is_computed_once_and_shared_exactly(tmp_path
 
     old = shared.read_bytes()
     shared.unlink()
-    shutil.rmtree(study.run_dir("exploit-best", seed))
+    shutil.rmtree(S.run_dir(study, "exploit-best", seed))
     S.run(study, "exploit-best", seed)
     assert shared.read_bytes() == old
-    assert {f: (study.run_dir("exploit-best", seed) / f).read_bytes() for f in first} == first
+    assert {f: (S.run_dir(study, "exploit-best", seed) / f).read_bytes() for f in first} == first
 
     # a changed setting that draws other online responses is never served the old batch
     other = S.load_study("smoke", results_root=tmp_path, temperature=0.7)

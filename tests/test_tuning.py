@@ -75,7 +75,7 @@ def test_tune_runs_every_method_per_value_in_its_own_tree(tmp_path, monkeypatch)
     import json
 
     for lr in (1e-3, 3e-2):
-        ident = tmp_path / "tuning" / f"lr_{lr:g}" / "smoke" / "runs" / "no-transfer" / "seed_9001" / "identity.json"
+        [ident] = (tmp_path / "tuning" / f"lr_{lr:g}" / "smoke" / "runs" / "no-transfer").glob("*/seed_9001/identity.json")
         assert json.loads(ident.read_text())["preset"]["learning_rate"] == lr
     # the final policies differ by learning rate, and a rerun loads the runs instead of training
     assert table.groupby("learning_rate").final_gold.apply(tuple).nunique() == 2
@@ -99,7 +99,8 @@ def test_tune_ipo_sets_the_ipo_rate_in_a_tree_of_its_own(tmp_path):
     assert list(table.method.unique()) == ["no-transfer-ipo"] and np.isfinite(table.final_gold).all()
     for lr in (1e-3, 3e-2):
         folder = tmp_path / "tuning" / f"ipo_lr_{lr:g}" / "smoke"
-        ident = json.loads((folder / "runs" / "no-transfer-ipo" / "seed_9001" / "identity.json").read_text())
+        [ident] = (folder / "runs" / "no-transfer-ipo").glob("*/seed_9001/identity.json")
+        ident = json.loads(ident.read_text())
         assert ident["preset"]["learning_rate"] == lr and ident["run"]["loss"] == "ipo"
         study = S.load_study("smoke", results_root=folder.parent, with_models=False, ipo_learning_rate=lr)
         assert runs.preference_config(study.preset, runs.RUNS["no-transfer-ipo"], 9001).lr == lr

@@ -297,7 +297,8 @@ def make_selector(method: str, arms, preset, *, worst: str | None = None, best: 
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``df`` to ``path`` atomically (a temporary file renamed into place), creating its folder."""
+    """Write ``df`` to ``path`` atomically (a temporary file renamed into place), creating its folder; a file that
+    already holds exactly this table is left as it is (a finished result is not rewritten)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_text(df.to_csv(index=False), path)
@@ -308,7 +309,16 @@ def _write_text(text: str, path: Path) -> None:
     """Write ``text`` to ``path`` atomically (a temporary file beside it, renamed into place).
 
     In a sharded run (:mod:`tpo_core.sharding`) only the main process writes, then all wait."""
-    on_main(write_atomic, path, text)
+    on_main(_write_if_changed, path, text)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    write_atomic(path, text)
 
 
 def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dict, gold, seed: int,

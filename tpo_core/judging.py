@@ -17,7 +17,7 @@ from tpo_core.streams import EVAL, prompt_streams
 if TYPE_CHECKING:  # a type only: judging does not run the study's loading code
     from tpo_core.loading import Study
 
-__all__ = ["JUDGING_CODE", "gold_on_test", "gold_on_prompts", "eval_key"]
+__all__ = ["JUDGING_CODE", "gold_on_test", "gold_on_prompts", "eval_identity", "eval_key", "eval_settings_key"]
 
 #: The modules whose code computes a judgment: this one, the sampler (:mod:`tpo_core.policy`) and the human
 #: (:mod:`tpo_core.oracle`), with what they import (:func:`tpo_core.provenance.code_identity`).
@@ -63,11 +63,21 @@ def gold_on_prompts(study: Study, policy, seed: int, prompts: pd.DataFrame | Non
                         n_samples=p.eval_samples if n_samples is None else n_samples)
 
 
-def eval_key(study: Study, seed: int) -> str:
-    """Key of the evaluation settings for ``seed``: test prompts, sampling, human, batching and
-    the code that samples and scores (:data:`JUDGING_CODE`), 16 hex digits."""
+def eval_identity(study: Study, seed: int | None) -> dict:
+    """What a judgment with run seed ``seed`` depends on but the policy: the test prompts, the sampling settings,
+    the human, the batching and the code that samples and scores (:data:`JUDGING_CODE`); ``seed=None``: the
+    settings shared by every seed."""
     p = study.preset
-    return sha256_json({"test": study.data_identity.get("test"), "temperature": p.temperature,
-                        "max_new_tokens": p.max_new_tokens, "samples": p.eval_samples, "seed": int(seed),
-                        "gold": study.gold_identity,
-                        "streams": study.batching, "code": code_identity(*JUDGING_CODE)})[:16]
+    return {"test": study.data_identity.get("test"), "temperature": p.temperature,
+            "max_new_tokens": p.max_new_tokens, "samples": p.eval_samples, "seed": None if seed is None else int(seed),
+            "gold": study.gold_identity, "streams": study.batching, "code": code_identity(*JUDGING_CODE)}
+
+
+def eval_key(study: Study, seed: int) -> str:
+    """Key of :func:`eval_identity` for ``seed`` (16 hex digits), recorded in every judged row."""
+    return sha256_json(eval_identity(study, seed))[:16]
+
+
+def eval_settings_key(study: Study) -> str:
+    """Key of :func:`eval_identity` for every seed: the folder of the judgments made under these settings."""
+    return sha256_json(eval_identity(study, None))[:16]

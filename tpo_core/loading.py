@@ -89,8 +89,6 @@ class Study:
         """:func:`batching_identity` now (how model calls are batched and where they run)."""
         return batching_identity()
 
-    def run_dir(self, name: str, seed: int) -> Path:
-        return self.root / "runs" / name / f"seed_{seed}"
 
 
 def _resolved_bf16(preset: Preset):

@@ -31,7 +31,7 @@ import torch
 from tpo_core.evaluation import t_interval
 from tpo_core.loading import Study, check_seeds
 from tpo_core.provenance import CHECKSUMS, checkpoint_id, sha256_json
-from tpo_core.runs import check_run, pairs, records
+from tpo_core.runs import check_run, pairs, records, run_dir
 
 __all__ = ["distinct_n", "pair_logprobs", "pair_diagnostics", "summarize", "PAIR_COLUMNS", "PAPER_TABLE2"]
 
@@ -86,8 +86,8 @@ def _logprob_rows(study: Study, name: str, seed: int, its: pd.DataFrame) -> pd.D
     from tpo_core.empirical import iteration_prompts, write_csv
     from tpo_core.trainer import load_checkpoint
 
-    out_dir = study.run_dir(name, seed)
-    path = study.root / "mechanism" / name / f"seed_{seed}.csv"
+    out_dir = run_dir(study, name, seed)
+    path = study.root / "mechanism" / name / out_dir.parent.name / f"seed_{seed}.csv"  # under the run's key
     old = pd.read_csv(path) if path.is_file() else None
     pi0_id = sha256_json(study.pi0_identity)[:16]
     frames, policy, holds, computed = [], None, None, False  # holds: the folder whose weights policy has
@@ -135,7 +135,7 @@ def pair_diagnostics(study: Study, names, seeds=None) -> pd.DataFrame:
                 continue
             check_run(study, name, s)
             rec = records(study, [name], [s])[["iteration", "prompt_idx", "gold_best", "gold_worst"]]
-            done = {int(d.name[5:]) for d in study.run_dir(name, s).glob("iter_*") if d.name[5:].isdigit()}
+            done = {int(d.name[5:]) for d in run_dir(study, name, s).glob("iter_*") if d.name[5:].isdigit()}
             prs = prs[prs.iteration.isin(done)]
             lp = _logprob_rows(study, name, s, prs)
             df = (prs.merge(rec, on=["iteration", "prompt_idx"], validate="one_to_one")

@@ -46,7 +46,7 @@ from tpo_core.evaluation import pairwise_outcomes
 from tpo_core.loading import Study, load_study
 from tpo_core.presets import get_preset
 from tpo_core.provenance import checkpoint_id, read_json, sha256_json, write_atomic
-from tpo_core.runs import run, run_seconds
+from tpo_core.runs import run, run_dir, run_seconds
 from tpo_core.streams import check_disjoint, pilot_seed
 from tpo_core.judging import eval_key, gold_on_prompts
 from tpo_core.tuning import TUNING_SEEDS
@@ -83,14 +83,14 @@ def on_held_out(study: Study, n_prompts: int) -> Study:
 def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:
     """r* of ``eval_samples`` responses per test prompt from run ``name``'s final policy, shape
     ``(n_prompts, eval_samples)``, with the evaluation stream :func:`tpo_core.streams.pilot_seed`. Cached beside the run
-    (``pilot_eval.json``), reused only for the same checkpoint weights and Table 1's evaluation key
+    (``pilot_eval_<key>.json``), reused only for the same checkpoint weights and Table 1's evaluation key
     (:func:`tpo_core.judging.eval_key`: prompts, sampling settings, human, random streams and code)."""
     from tpo_core.trainer import load_checkpoint
 
-    out_dir = study.run_dir(name, seed)
+    out_dir = run_dir(study, name, seed)
     final = out_dir / f"iter_{study.preset.n_iterations}"
     key = sha256_json({"checkpoint": checkpoint_id(final), "eval": eval_key(study, seed), "stream": pilot_seed(seed)})
-    path = out_dir / "pilot_eval.json"
+    path = out_dir / f"pilot_eval_{key[:16]}.json"  # one file a judgment: another setting writes beside
     cached = read_json(path)
     if isinstance(cached, dict) and cached.get("key") == key:
         return np.asarray(cached["gold"], dtype=float)

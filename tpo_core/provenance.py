@@ -27,7 +27,7 @@ from pathlib import Path
 __all__ = ["CorruptFileError", "StaleResultError", "sha256_file", "sha256_json", "canonical", "code_text",
            "code_identity", "code_modules", "NOT_COMPUTING", "tpo_core_imports",
            "changed_fields", "describe_changes", "write_atomic", "publish_dir", "record_checksums", "verify_checksums",
-           "read_json", "verify_dir", "checkpoint_id", "CHECKSUMS"]
+           "read_json", "verify_dir", "checkpoint_id", "CHECKSUMS", "result_key", "claim_keyed_dir"]
 
 PACKAGE = Path(__file__).resolve().parent
 #: File in a weights folder listing ``relative path -> sha256`` of its weight files.
@@ -213,6 +213,29 @@ def describe_changes(recorded, wanted, limit: int = 6) -> str:
         shown.append(f"{f}: {old} -> {new}")
     more = f" (+{len(fields) - limit} more)" if len(fields) > limit else ""
     return ", ".join(shown) + more
+
+
+def result_key(identity) -> str:
+    """The key of a result: the first 16 hex digits of the digest of its identity (:func:`sha256_json`); results
+    made from different identities live in different folders named by their keys, side by side."""
+    return sha256_json(identity)[:16]
+
+
+def claim_keyed_dir(folder: str | Path, identity: dict) -> Path:
+    """Make ``folder`` (a folder named by :func:`result_key` of ``identity``) hold ``identity.json``.
+
+    A folder is never emptied: one whose ``identity.json`` records another identity (a corrupt file, or two
+    identities with one key) is an error, not a reason to delete a finished result."""
+    folder = Path(folder)
+    path = folder / "identity.json"
+    recorded = read_json(path)
+    if recorded == canonical(identity):
+        return folder
+    if recorded is not None:
+        raise StaleResultError(f"{path} records another identity than its key's ({describe_changes(recorded, identity)});"
+                               f" the folder is left as it is: move it away to recompute")
+    write_atomic(path, json.dumps(canonical(identity), indent=1, sort_keys=True) + "\n")
+    return folder
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:

@@ -1,7 +1,9 @@
 """The runs of the study (notebooks 02-03; paper Alg. 3): a *run* is a method plus its settings, the paper's
 four methods and the ablations of :data:`RUNS`. :func:`run` trains one run for one seed, resumably, in
-``results/<preset>/runs/<run>/seed_<s>/``, whose ``identity.json`` records what made it
-(:func:`run_identity`); a change of settings or code recomputes it, naming what changed."""
+``results/<preset>/runs/<run>/<key>/seed_<s>/`` (:func:`run_dir`), where ``<key>`` is the key of what made it
+(:func:`run_identity` but the seed; ``identity.json`` records it). Other settings or code write beside, under
+their own key; going back to earlier settings finds their folder again. Nothing finished is deleted here
+(``python -m tpo_core.prune`` lists and removes what no current setting uses)."""
 
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ from tpo_core.presets import ORACLE_ARM, Preset, learning_rate, seeds_of
 from tpo_core.progress import track
 from tpo_core.sharding import on_main, per_device_batch
 from tpo_core.streams import iteration_seed
-from tpo_core.provenance import (StaleResultError, canonical, code_identity, describe_changes, publish_dir, read_json,
-                                 write_atomic)
+from tpo_core.provenance import (StaleResultError, canonical, claim_keyed_dir, code_identity, describe_changes,
+                                 publish_dir, read_json, result_key, write_atomic)
 
 from tpo_core.loading import Study, batching_identity, check_seeds
 
-__all__ = ["RUNS", "Run", "run_seeds", "preference_config", "run_identity", "first_online_identity", "first_online", "run",
+__all__ = ["RUNS", "Run", "run_seeds", "preference_config", "run_identity", "run_key", "run_dir", "first_online_identity",
+           "first_online_dir", "first_online", "run",
            "run_all",
            "check_run", "run_seconds", "training_logs", "records", "pairs", "choose_worst_best"]
 
@@ -107,12 +110,22 @@ def run_identity(study: Study, name: str, seed: int) -> dict:
         worst, best = choose_worst_best(study)
         exploited = worst if spec.method == "exploit-worst" else best
     p = study.preset
-    return {"run": asdict(spec), "seed": int(seed),
+    return {"run": asdict(spec), "seed": None if seed is None else int(seed),
             "preset": {**{k: v for k, v in p.to_dict().items() if k not in _NOT_RUN_FIELDS},
                        "learning_rate": learning_rate(p, spec.loss)},
             "arms": {a: p.sources[a] for a in study.arm_names}, "exploited": exploited,
             "pi0": study.pi0_identity, "online": study.data_identity.get("online"), "gold": study.gold_identity,
             "streams": batching_identity(), "code": code_identity("runs")}
+
+
+def run_key(study: Study, name: str) -> str:
+    """The key of run ``name``'s settings in this study: :func:`run_identity` for every seed (16 hex digits)."""
+    return result_key(run_identity(study, name, None))
+
+
+def run_dir(study: Study, name: str, seed: int) -> Path:
+    """The folder of run ``name`` for ``seed``: ``results/<preset>/runs/<run>/<run_key>/seed_<s>``."""
+    return study.root / "runs" / name / run_key(study, name) / f"seed_{int(seed)}"
 
 
 #: Preset fields that decide iteration 1's online responses and their human scores (with π_0, the data,
@@ -125,18 +138,25 @@ def first_online_identity(study: Study, seed: int) -> dict:
     """What iteration 1's shared online batch for ``seed`` is computed from: π_0, the online prompts and
     the preset fields that draw them, the human, the batching and the code -- not the method."""
     p = study.preset.to_dict()
-    return {"seed": int(seed), "preset": {k: p[k] for k in _FIRST_ONLINE_FIELDS}, "pi0": study.pi0_identity,
+    return {"seed": None if seed is None else int(seed), "preset": {k: p[k] for k in _FIRST_ONLINE_FIELDS}, "pi0": study.pi0_identity,
             "online": study.data_identity.get("online"), "gold": study.gold_identity, "streams": batching_identity(),
             "code": code_identity("runs")}
+
+
+def first_online_dir(study: Study) -> Path:
+    """``results/<preset>/shared/<key>``: the folder of iteration 1's shared batches under this study's settings
+    (the key of :func:`first_online_identity` for every seed), one ``seed_<s>.json`` a seed."""
+    return study.root / "shared" / result_key(first_online_identity(study, None))
 
 
 def first_online(study: Study, seed: int, policy, documents, references, *, progress: bool = False) -> OnlineBatch:
     """Iteration 1's online responses and their human scores for ``seed``: every method starts from π_0 on the
     same prompts with the same random streams, so they are computed once per seed
     (:func:`tpo_core.empirical.score_online`) and shared by every run, from
-    ``results/<preset>/shared/seed_<s>/online_iter_1.json``, reused only when :func:`first_online_identity`
-    matches (``policy`` must be π_0; ``documents``/``references``: iteration 1's prompts)."""
-    path = study.root / "shared" / f"seed_{seed}" / "online_iter_1.json"
+    ``results/<preset>/shared/<key>/seed_<s>.json`` (:func:`first_online_dir`), reused only when
+    :func:`first_online_identity` matches (``policy`` must be π_0; ``documents``/``references``: iteration 1's
+    prompts)."""
+    path = first_online_dir(study) / f"seed_{int(seed)}.json"
     identity = canonical(first_online_identity(study, seed))
     cached = read_json(path)
     if isinstance(cached, dict) and cached.get("identity") == identity:
@@ -162,21 +182,10 @@ def _run_spec(name: str) -> Run:
 
 
 def _claim_run_dir(out_dir: Path, identity: dict) -> None:
-    """Make ``out_dir`` hold results of ``identity`` only: a folder made with other settings or code is emptied
-    (saying what changed) before ``identity.json`` is written, so nothing stale is ever resumed."""
-    import shutil
-
-    path = out_dir / "identity.json"
-    recorded = read_json(path)
-    if recorded == canonical(identity):
-        return
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        why = (describe_changes(recorded, identity) if isinstance(recorded, dict)
-               else "it has no identity.json (an older version of tpo_core, or an interrupted start)")
-        print(f"[tpo_core] {out_dir} was made from other settings or code ({why}): removed, recomputing",
-              flush=True)
-        shutil.rmtree(out_dir)
-    write_atomic(path, json.dumps(canonical(identity), indent=1, sort_keys=True) + "\n")
+    """Make the key folder and ``out_dir`` (its seed folder) record what they hold: the settings for every seed,
+    and ``identity`` (:func:`tpo_core.provenance.claim_keyed_dir`; nothing is ever emptied)."""
+    claim_keyed_dir(out_dir.parent, {**identity, "seed": None})
+    claim_keyed_dir(out_dir, identity)
 
 
 def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, out_dir: Path) -> None:
@@ -192,7 +201,7 @@ def _share_first_iteration(study: Study, name: str, spec: Run, identity: dict, o
     base = RUNS["tpo"]
     if name == "tpo" or spec.method != "tpo" or spec.selector != base.selector or spec.loss != base.loss:
         return
-    src = study.run_dir("tpo", identity["seed"])
+    src = run_dir(study, "tpo", identity["seed"])
     if read_json(src / "identity.json") != canonical({**identity, "run": asdict(base)}):
         return
     files = [src / "iter_1", src / "records_iter_1.csv", src / "selector_state_iter_1.json", src / "pairs_iter_1.csv"]
@@ -221,7 +230,7 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     worst = best = None
     if spec.method in ("exploit-worst", "exploit-best"):
         worst, best = choose_worst_best(study)
-    out_dir = study.run_dir(name, seed)
+    out_dir = run_dir(study, name, seed)
     identity = run_identity(study, name, seed)
 
     on_main(_claim_run_dir, out_dir, identity)  # sharded: the main process clears or claims the folder
@@ -286,7 +295,7 @@ def run_seconds(study: Study, name: str, seed: int) -> float:
     still reports what it cost. An iteration copied from TPO's run (:func:`_share_first_iteration`) counts 0,
     and iteration 1's shared online batch is counted by the run that computed it: summed over a seed's runs,
     each second is counted once. NaN when an iteration is unfinished or has no timing."""
-    out_dir = study.run_dir(name, seed)
+    out_dir = run_dir(study, name, seed)
     total = 0.0
     for k in range(1, study.preset.n_iterations + 1):
         timing = read_json(out_dir / f"timing_iter_{k}.json")
@@ -300,7 +309,7 @@ def _gather(study: Study, names, seeds, pattern: str, **read_kw) -> pd.DataFrame
     """Concatenate the CSV files matching ``pattern`` in each run's folder, with method and seed columns."""
     seeds = list(study.preset.seeds if seeds is None else seeds)
     frames = [pd.read_csv(f, **read_kw).assign(method=n, seed=s)
-              for n in names for s in seeds for f in sorted(study.run_dir(n, s).glob(pattern))]
+              for n in names for s in seeds for f in sorted(run_dir(study, n, s).glob(pattern))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -321,12 +330,17 @@ def records(study: Study, names, seeds=None) -> pd.DataFrame:
 
 
 def check_run(study: Study, name: str, seed: int) -> None:
-    """Raise :class:`~tpo_core.provenance.StaleResultError` unless the folder of run ``name``/``seed`` was made
-    from this study's :func:`run_identity` (the message names what changed and how to recompute)."""
-    out_dir = study.run_dir(name, seed)
-    recorded, wanted = read_json(out_dir / "identity.json"), run_identity(study, name, seed)
-    if recorded != canonical(wanted):
-        why = (describe_changes(recorded, wanted) if isinstance(recorded, dict)
-               else "it has no identity.json (made by an older version of tpo_core)")
-        raise StaleResultError(f"run {name!r} seed {seed} in {out_dir} was trained from other settings or code "
-                               f"({why}); rerun it first (tpo_core.study.run, notebooks 02-03)")
+    """Raise :class:`~tpo_core.provenance.StaleResultError` unless run ``name``/``seed`` was trained from this
+    study's :func:`run_identity` (its folder under :func:`run_key`); the message names how the settings of the
+    run's other folders differ, and how to train it."""
+    out_dir = run_dir(study, name, seed)
+    wanted = run_identity(study, name, seed)
+    if read_json(out_dir / "identity.json") == canonical(wanted):
+        return
+    others = [(d.name, read_json(d / "identity.json")) for d in sorted(out_dir.parent.parent.glob("*/"))
+              if d != out_dir.parent and (d / f"seed_{int(seed)}" / "identity.json").is_file()]
+    seen = "; ".join(f"{key}: {describe_changes(rec, {**wanted, 'seed': None}, limit=3)}" for key, rec in others
+                     if isinstance(rec, dict))
+    raise StaleResultError(f"run {name!r} seed {seed} was never trained from these settings (no {out_dir})"
+                           + (f"; it was from others ({seen})" if seen else "")
+                           + "; train it first (tpo_core.study.run, notebooks 02-03)")

@@ -5,6 +5,7 @@ against π_0 and its scoring speed (:func:`measure_sources`, cached in ``sources
 
 from __future__ import annotations
 
+import io
 import numbers
 import time
 
@@ -64,9 +65,19 @@ def _mean_spearman(source: np.ndarray, gold: np.ndarray) -> tuple[float, int]:
     return (float(np.mean(rhos)) if rhos else float("nan")), len(rhos)
 
 
+def _publish_current(root, df: pd.DataFrame, detail: pd.DataFrame) -> None:
+    """Copy the measurement the study uses now to ``sources.csv`` and ``source_prompts.csv`` of ``root`` (what
+    the runs read to pick the exploited arms), rewriting them only when they differ."""
+    for frame, name in ((df, "sources.csv"), (detail, "source_prompts.csv")):
+        old = root / name
+        if not (old.is_file() and pd.read_csv(old).equals(pd.read_csv(io.StringIO(frame.to_csv(index=False))))):
+            write_csv(frame, old)
+
+
 def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progress: bool = False
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each source's quality, measured as the paper ranks them (notebook 01); cached in ``sources.csv``.
+    """Each source's quality, measured as the paper ranks them (notebook 01); cached in ``sources/<key>/``
+    (the key of what made it; other settings measure beside it) and copied to ``sources.csv``, which the runs read.
 
     On ``n_prompts`` online prompts, π_0 draws a pool of ``preset.pool_size`` responses and one more
     response (the π_0 competitor). Per source: the mean per-prompt Spearman correlation with r* over the
@@ -76,8 +87,6 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
     (``value_gold`` of the row ``pi_0``) and an oracle Best-of-N under r* itself (``gold-best-of-n``, an upper
     bound; its speed is the simulated human's) are added for reference. Returns (sources frame, per-prompt frame).
     """
-    path = study.root / "sources.csv"
-    detail_path = study.root / "source_prompts.csv"
     p = study.preset
     if not isinstance(n_prompts, numbers.Integral) or isinstance(n_prompts, bool) or not 2 <= n_prompts <= len(study.online):
         raise ValueError(f"n_prompts must be an integer in [2, {len(study.online)}], got {n_prompts!r}")
@@ -87,12 +96,13 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
                        **{f: getattr(p, f) for f in ("pool_size", "temperature", "max_new_tokens", "prompt_prefix")},
                        "pi0": study.pi0_identity, "data": study.data_identity, "gold": study.gold_identity,
                        "code": code_identity("source_measurement")})[:16]
+    keyed = study.root / "sources" / key  # one folder a measurement: other settings measure beside it
+    path, detail_path = keyed / "sources.csv", keyed / "source_prompts.csv"
     if path.exists() and detail_path.exists():
-        df = pd.read_csv(path)
-        detail = pd.read_csv(detail_path)
+        df, detail = pd.read_csv(path), pd.read_csv(detail_path)
         if "key" in df and (df["key"] == key).all() and "key" in detail and (detail["key"] == key).all():
+            _publish_current(study.root, df, detail)
             return df.drop(columns="key"), detail.drop(columns="key")
-        print(f"[tpo_core] {path}: measured with other settings or code, measuring again", flush=True)
     prompts = sample_prompts(study.online, n_prompts, source_prompts(seed))
     docs = [p.prompt_prefix + d for d in prompts.document]
     refs = list(prompts.summary)
@@ -130,6 +140,8 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
                  "win_rate_vs_pi0": float(evaluation.pairwise_outcomes(lead, gold_rival).mean()),
                  "n_prompts": n_prompts, "n_prompts_spearman": 0})
     df = pd.DataFrame(rows).assign(cpu_flags=cpu_flags())
-    write_csv(pd.DataFrame(detail).assign(key=key), detail_path)
+    detail = pd.DataFrame(detail).assign(key=key)
+    write_csv(detail, detail_path)
     write_csv(df.assign(key=key), path)
-    return df, pd.DataFrame(detail)
+    _publish_current(study.root, df.assign(key=key), detail)
+    return df, detail.drop(columns="key")

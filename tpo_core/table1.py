@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tpo_core import evaluation
-from tpo_core.judging import eval_key, gold_on_prompts
+from tpo_core.judging import eval_key, eval_settings_key, gold_on_prompts
 from tpo_core.streams import evaluation_seed
 from tpo_core.empirical import CONTROL, METHODS, write_csv
 from tpo_core.progress import track
@@ -19,9 +19,9 @@ from tpo_core.provenance import checkpoint_id, sha256_json
 
 from tpo_core.loading import Study, check_seeds
 from tpo_core.presets import seeds_of
-from tpo_core.runs import check_run, run_seeds
+from tpo_core.runs import check_run, run_dir, run_key, run_seeds
 
-__all__ = ["PRIMARY", "ROLES", "evaluate_pi0", "evaluate_run",
+__all__ = ["PRIMARY", "ROLES", "eval_path", "evaluate_pi0", "evaluate_run",
            "early_seeds", "evaluate_design", "table1", "declared_table", "win_rates_vs_pi0"]
 
 #: The primary contrast, declared before any data: TPO against no-transfer at the last iteration, one two-sided
@@ -34,8 +34,11 @@ PRIMARY = ("tpo", "no-transfer")
 ROLES = ("primary", "control", "secondary")
 
 
-def _eval_path(study: Study, name: str, seed: int) -> Path:
-    return study.root / "eval" / name / f"seed_{seed}.csv"
+def eval_path(study: Study, name: str, seed: int) -> Path:
+    """``results/<preset>/eval/<run>/<run_key>/<eval_settings_key>/seed_<s>.csv``: the judgments of run ``name``'s
+    checkpoints for ``seed`` under this study's evaluation settings; other run or evaluation settings are judged
+    into folders beside it."""
+    return study.root / "eval" / name / run_key(study, name) / eval_settings_key(study) / f"seed_{int(seed)}.csv"
 
 
 def _read_eval(path: Path) -> pd.DataFrame | None:
@@ -70,7 +73,7 @@ def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
     seeds = check_seeds(study, seeds)
     first = int(study.preset.seeds[0])
     ck, key = sha256_json(study.pi0_identity)[:16], eval_key(study, first)
-    path = study.root / "eval" / "pi_0" / "once.csv"
+    path = study.root / "eval" / "pi_0" / ck / eval_settings_key(study) / "once.csv"
     rows = _cached_rows(_read_eval(path), 0, ck, key, len(study.test) * study.preset.eval_samples)
     if rows is None:
         rows = _evaluate(study, study.new_pi0(), first, 0, ck, key)
@@ -84,7 +87,7 @@ def evaluate_run(study: Study, name: str, seeds=None, *, iterations=None, progre
     these of the finished iterations (default: all).
 
     The run must have been trained from this study's settings (:func:`check_run`). Cached per seed in
-    ``eval/<run>/seed_<s>.csv``: an iteration's rows are reused only when they judged the very checkpoint
+    :func:`eval_path`: an iteration's rows are reused only when they judged the very checkpoint
     now on disk (the sha256 of its weights) under the same evaluation settings (:func:`eval_key`), else it
     is evaluated again (weights verified before loading). A checkpoint identical to TPO's (the shared first
     iteration of some ablations) reuses TPO's rows: the weights' hash decides, not the run's name.
@@ -92,14 +95,16 @@ def evaluate_run(study: Study, name: str, seeds=None, *, iterations=None, progre
     seeds = check_seeds(study, run_seeds(study, name) if seeds is None else seeds)
     frames = []
     for s in track(seeds, f"evaluate {name}", disable=not progress, unit="seed"):
-        out_dir, path, key = study.run_dir(name, s), _eval_path(study, name, s), eval_key(study, s)
+        out_dir, path, key = run_dir(study, name, s), eval_path(study, name, s), eval_key(study, s)
         done = sorted(k for k in (int(d.name.split("_")[1]) for d in out_dir.glob("iter_*") if d.is_dir()
                                   and d.name.split("_")[1].isdigit()) if iterations is None or k in iterations)
         if not done:
+            if not out_dir.exists() and any(out_dir.parent.parent.glob(f"*/seed_{s}/identity.json")):
+                check_run(study, name, s)  # trained from other settings only: say which
             continue
         check_run(study, name, s)
         old = _read_eval(path)
-        tpo = _read_eval(_eval_path(study, "tpo", s)) if name != "tpo" else None
+        tpo = _read_eval(eval_path(study, "tpo", s)) if name != "tpo" else None
         rows, pol = [], None
         for k in done:
             ck = checkpoint_id(out_dir / f"iter_{k}")

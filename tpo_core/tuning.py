@@ -33,7 +33,7 @@ from tpo_core.empirical import METHODS
 from tpo_core.loading import Study, load_study
 from tpo_core.presets import LOSSES, get_preset
 from tpo_core.progress import track
-from tpo_core.runs import RUNS, choose_worst_best, run
+from tpo_core.runs import RUNS, choose_worst_best, run, run_dir
 from tpo_core.streams import check_disjoint, tuning_seed
 from tpo_core.judging import gold_on_prompts
 
@@ -60,9 +60,9 @@ def final_gold(study: Study, name: str, seed: int, prompts: pd.DataFrame) -> flo
     (its last checkpoint, weights verified), with the evaluation stream :func:`tpo_core.streams.tuning_seed`."""
     from tpo_core.trainer import latest_checkpoint, load_checkpoint
 
-    last = latest_checkpoint(study.run_dir(name, seed))
+    last = latest_checkpoint(run_dir(study, name, seed))
     if last is None:
-        raise FileNotFoundError(f"run {name!r} seed {seed} has no finished iteration in {study.run_dir(name, seed)}")
+        raise FileNotFoundError(f"run {name!r} seed {seed} has no finished iteration in {run_dir(study, name, seed)}")
     pol = study.new_pi0()
     load_checkpoint(pol.model, last[1])
     return float(gold_on_prompts(study, pol, tuning_seed(seed), prompts, n_samples=1).mean())
