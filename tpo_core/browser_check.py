@@ -8,24 +8,22 @@ exception (but for the known upstream ones in KNOWN_JS_ERRORS), has an ``<img>``
 resolve, shows an execution error output (a Jupyter traceback), has a TeX error, or has math that
 MathJax did not typeset (``--allow-raw-math`` lets that pass).
 
-Chromium runs with its network cut off (``--online`` lifts that), so a book that needs a CDN to
-render shows up here. It is driven over the DevTools protocol through ``--remote-debugging-pipe``
-(stdlib only, no client library). Which Chromium: the ``chromium`` argument, else ``$CHROMIUM``,
-else ``/usr/bin/chromium``.
+Chromium is driven by Playwright's sync API (``playwright`` in requirements.txt; its wheel carries
+the driver, and no Playwright browser is downloaded: the system Chromium is launched through
+``executable_path``). Which Chromium: the ``chromium`` argument, else ``$CHROMIUM``, else
+``/usr/bin/chromium``. Offline by default: every request that is not ``file:``/``data:``/``blob:``
+is aborted and DNS is cut (``--online`` lifts both), so a book that needs a CDN to render shows up
+here.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import re
-import select
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -109,7 +107,7 @@ class ChromiumNotFound(FileNotFoundError):
 
 
 class BrowserError(RuntimeError):
-    """Chromium died, or did not answer in time."""
+    """Chromium did not start, or died."""
 
 
 def find_chromium(chromium: str | os.PathLike | None = None) -> str:
@@ -127,217 +125,50 @@ def find_chromium(chromium: str | os.PathLike | None = None) -> str:
         f"or point $CHROMIUM / --chromium at a Chromium or Chrome executable.")
 
 
-class _Browser:
-    """One headless Chromium, spoken to over --remote-debugging-pipe (fd 3 in, fd 4 out)."""
+_LOCAL_SCHEMES = ("file:", "data:", "blob:")
 
-    def __init__(self, chromium: str, *, offline: bool = True, timeout: float = 30.0):
-        self.timeout = timeout
-        self._next_id = 0
-        self._events: list[dict] = []
-        self._buf = b""
-        self._profile = tempfile.mkdtemp(prefix="tpo-browser-check-")
-        self._stderr = open(os.path.join(self._profile, "chromium-stderr.log"), "wb")
-        args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
-                "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-extensions",
-                "--disable-default-apps", "--disable-dev-shm-usage", "--mute-audio",
-                "--password-store=basic", "--use-mock-keychain", "--window-size=1280,1600",
-                f"--user-data-dir={self._profile}", "about:blank"]
-        if offline:
-            args.insert(-1, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost")
-        to_r, self._to_w = os.pipe()
-        self._from_r, from_w = os.pipe()
 
-        def wire_fds():  # in the child: our pipe ends become fds 3 and 4 (moved up first, so
-            hi_r = fcntl.fcntl(to_r, fcntl.F_DUPFD, 10)  # dup2 cannot clobber the other one)
-            hi_w = fcntl.fcntl(from_w, fcntl.F_DUPFD, 10)
-            os.dup2(hi_r, 3)
-            os.dup2(hi_w, 4)
+def _offline_route(route) -> None:
+    if route.request.url.startswith(_LOCAL_SCHEMES):
+        route.continue_()
+    else:
+        route.abort("internetdisconnected")
 
+
+def _describe_error(err) -> str:
+    """``Name: message (file:line)`` for an uncaught exception (Playwright's ``pageerror``)."""
+    text = (f"{err.name}: {err.message}" if err.name else err.message) or "exception"
+    where = re.search(r"\bat (?:.*\()?(?:[^\s()]*/)?([^\s/()]+):(\d+):\d+\)?$", err.stack or "", re.M)
+    return text.splitlines()[0] + (f" ({where[1]}:{where[2]})" if where else "")
+
+
+def _check_page(context, url: str, timeout: float, settle: float = 0.3) -> dict:
+    """Load ``url`` in a new tab, wait for its load event, run the probe, collect late exceptions."""
+    from playwright.sync_api import Error, TimeoutError as Timeout
+
+    page = context.new_page()  # a dialog (alert) is dismissed by Playwright, so it cannot block
+    js_errors, failed = [], []
+    page.on("pageerror", lambda err: js_errors.append(_describe_error(err)))
+    page.on("requestfailed", lambda req: req.failure in (None, "net::ERR_ABORTED")  # canceled
+            or failed.append(f"{req.url}: {req.failure}"))
+    load_error, probe, started = None, {}, time.monotonic()
+    try:
         try:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=self._stderr, preexec_fn=wire_fds, close_fds=False)
-        except OSError as err:
-            self._cleanup()
-            raise BrowserError(f"could not start {chromium}: {err}") from err
-        finally:
-            os.close(to_r)
-            os.close(from_w)
-        try:
-            self.call("Browser.getVersion")
-        except BaseException:
-            self.close()
-            raise
-
-    # -- transport ----------------------------------------------------------------------------
-    def _stderr_tail(self) -> str:
-        try:
-            self._stderr.flush()
-            text = Path(self._stderr.name).read_text(errors="replace").strip().splitlines()
-            return "\n".join(text[-15:])
-        except OSError:
-            return ""
-
-    def _read_message(self, deadline: float) -> dict:
-        while b"\0" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            ready, _, _ = select.select([self._from_r], [], [], left)
-            if not ready:
-                raise TimeoutError
-            chunk = os.read(self._from_r, 1 << 16)
-            if not chunk:
-                raise BrowserError("Chromium closed the DevTools pipe (it exited, code "
-                                   f"{self.proc.poll()}). Its stderr ends:\n{self._stderr_tail()}")
-            self._buf += chunk
-        raw, self._buf = self._buf.split(b"\0", 1)
-        return json.loads(raw)
-
-    def send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
-        self._next_id += 1
-        msg = {"id": self._next_id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        data = json.dumps(msg).encode() + b"\0"
-        try:
-            while data:
-                data = data[os.write(self._to_w, data):]
-        except BrokenPipeError as err:
-            raise BrowserError(f"Chromium is gone. Its stderr ends:\n{self._stderr_tail()}") from err
-        return self._next_id
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float | None = None) -> dict:
-        """Send a command and wait for its answer; events that arrive meanwhile are kept."""
-        msg_id = self.send(method, params, session)
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while True:
+            page.goto(url, wait_until="load", timeout=timeout * 1000)
+        except Timeout:
+            load_error = f"no load event within {timeout:g} s"
+        except Error as err:
+            load_error = str(err).splitlines()[0]
+        if load_error is None:
+            math_ms = int(max(1.0, timeout - (time.monotonic() - started)) * 1000)
             try:
-                msg = self._read_message(deadline)
-            except TimeoutError:
-                raise BrowserError(f"no answer to {method} within the timeout") from None
-            if msg.get("id") == msg_id:
-                if "error" in msg:
-                    raise BrowserError(f"{method} failed: {msg['error'].get('message')}")
-                return msg.get("result", {})
-            if "method" in msg:
-                self._on_event(msg)
-
-    def _on_event(self, msg: dict) -> None:
-        if msg["method"] == "Page.javascriptDialogOpening":  # an alert() would block the page
-            self.send("Page.handleJavaScriptDialog", {"accept": True}, msg.get("sessionId"))
-        self._events.append(msg)
-
-    def wait_event(self, method: str, session: str, timeout: float) -> dict | None:
-        """The first event ``method`` from ``session`` (kept or new), or None after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for ev in self._events:
-                if ev["method"] == method and ev.get("sessionId") == session:
-                    return ev
-            try:
-                self._on_event_or_skip(self._read_message(deadline))
-            except TimeoutError:
-                return None
-
-    def _on_event_or_skip(self, msg: dict) -> None:
-        if "method" in msg:
-            self._on_event(msg)
-
-    def drain(self, seconds: float) -> None:
-        """Collect the events that arrive in the next ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                self._on_event_or_skip(self._read_message(deadline))
-            except TimeoutError:
-                return
-
-    def events(self, session: str, method: str) -> list[dict]:
-        return [e for e in self._events if e.get("sessionId") == session and e["method"] == method]
-
-    # -- pages --------------------------------------------------------------------------------
-    def check_page(self, url: str, *, settle: float = 0.3) -> dict:
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        try:
-            for domain in ("Page", "Runtime", "Network"):
-                self.call(f"{domain}.enable", session=session)
-            started = time.monotonic()
-            nav = self.call("Page.navigate", {"url": url}, session=session)
-            load_error = nav.get("errorText") or None
-            loaded_event = None
-            if not load_error:
-                loaded_event = self.wait_event("Page.loadEventFired", session, self.timeout)
-                if loaded_event is None:
-                    load_error = f"no load event within {self.timeout:g} s"
-            probe = {}
-            if loaded_event is not None:
-                math_ms = int(max(1.0, self.timeout - (time.monotonic() - started)) * 1000)
-                res = self.call("Runtime.evaluate",
-                                {"expression": _PAGE_PROBE.replace("__MATH_MS__", str(math_ms)),
-                                 "awaitPromise": True, "returnByValue": True},
-                                session=session, timeout=self.timeout + 5)
-                if "exceptionDetails" in res:
-                    load_error = "page probe failed: " + _describe_exception(res["exceptionDetails"])
-                else:
-                    probe = res["result"]["value"]
-                self.drain(settle)  # late exceptions (timers, deferred scripts)
-            js_errors = [_describe_exception(e["params"]["exceptionDetails"])
-                         for e in self.events(session, "Runtime.exceptionThrown")]
-            failed_requests = []
-            requests = {e["params"]["requestId"]: e["params"]["request"]["url"]
-                        for e in self.events(session, "Network.requestWillBeSent")}
-            for e in self.events(session, "Network.loadingFailed"):
-                p = e["params"]
-                if p.get("canceled"):
-                    continue
-                failed_requests.append(f"{requests.get(p['requestId'], '?')}: {p.get('errorText')}")
-            return {"load_error": load_error, "js_errors": js_errors,
-                    "failed_requests": failed_requests, "probe": probe}
-        finally:
-            self._events = [e for e in self._events if e.get("sessionId") != session]
-            try:
-                self.call("Target.closeTarget", {"targetId": target}, timeout=5)
-            except BrowserError:
-                pass
-
-    # -- shutdown -----------------------------------------------------------------------------
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send("Browser.close")
-                self.proc.wait(timeout=5)
-            except (BrowserError, subprocess.TimeoutExpired, OSError):
-                pass
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for fd in (self._to_w, self._from_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        self._stderr.close()
-        shutil.rmtree(self._profile, ignore_errors=True)
-
-
-def _describe_exception(details: dict) -> str:
-    exc = details.get("exception") or {}
-    text = exc.get("description") or details.get("text") or "exception"
-    text = text.splitlines()[0] if text else "exception"
-    where = details.get("url") or ""
-    if where:
-        where = f" ({where.rsplit('/', 1)[-1]}:{details.get('lineNumber', 0) + 1})"
-    return text + where
+                probe = page.evaluate(_PAGE_PROBE.replace("__MATH_MS__", str(math_ms)))
+            except Error as err:
+                load_error = "page probe failed: " + str(err).splitlines()[0]
+            page.wait_for_timeout(settle * 1000)  # late exceptions (timers, deferred scripts)
+    finally:
+        page.close()
+    return {"load_error": load_error, "js_errors": js_errors, "failed_requests": failed, "probe": probe}
 
 
 def _toc_files(entries) -> list[str]:
@@ -399,10 +230,11 @@ def check_book(html_dir: str | os.PathLike, *, chromium: str | os.PathLike | Non
     (what loaded: ``"MathJax 3.2.2"``, ``"absent"``...), ``failed_requests`` (subresources that
     failed: informative), ``problems`` (why it fails) and ``ok``.
 
-    ``timeout``: seconds per page (load, then images and math). ``offline`` cuts Chromium's DNS so
-    nothing off this machine loads. ``require_math``: untypeset math makes a page fail.
-    ``pages``: check these (relative to ``html_dir``) instead of :func:`book_pages`.
-    Raises ChromiumNotFound, BrowserError (Chromium died or hung), FileNotFoundError (no dir).
+    ``timeout``: seconds per page (load, then images and math). ``offline`` aborts every request
+    that is not ``file:``/``data:``/``blob:`` and cuts Chromium's DNS. ``require_math``: untypeset
+    math makes a page fail. ``pages``: check these (relative to ``html_dir``) instead of
+    :func:`book_pages`. Raises ChromiumNotFound, BrowserError (Chromium did not start, or died),
+    FileNotFoundError (no dir).
     """
     html_dir = Path(html_dir).resolve()
     if not html_dir.is_dir():
@@ -411,44 +243,64 @@ def check_book(html_dir: str | os.PathLike, *, chromium: str | os.PathLike | Non
     pages = list(pages) if pages is not None else book_pages(html_dir)
     if not pages:
         raise FileNotFoundError(f"no HTML pages found in {html_dir}")
+    from playwright.sync_api import Error, sync_playwright
+
+    args = ["--disable-gpu", *(["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost"] * offline)]
     results = []
-    browser = _Browser(exe, offline=offline, timeout=timeout)
-    try:
-        for page in pages:
-            path = html_dir / page
-            row = {"page": page, "loaded": False, "load_error": None, "js_errors": [],
-                   "ignored_js_errors": [], "images": 0, "images_ok": 0, "broken_images": [],
-                   "error_outputs": 0,
-                   "has_math": False, "math_typeset": None, "math_elements": 0, "math_errors": [],
-                   "mathjax": "absent", "failed_requests": []}
-            if not path.is_file():
-                row["load_error"] = "page not built (file missing)"
-            else:
-                try:
-                    got = browser.check_page(path.as_uri())
-                except BrowserError as err:
-                    if browser.proc.poll() is not None:
-                        raise  # Chromium itself is gone: nothing more to check
-                    got = {"load_error": str(err), "js_errors": [], "failed_requests": [], "probe": {}}
-                probe = got["probe"]
-                ignored = [e for e in got["js_errors"] if any(re.search(p, e) for p in ignore_js_errors)]
-                row.update(loaded=got["load_error"] is None, load_error=got["load_error"],
-                           js_errors=[e for e in got["js_errors"] if e not in ignored],
-                           ignored_js_errors=ignored, failed_requests=got["failed_requests"])
-                if probe:
-                    row.update(images=probe["images"], images_ok=probe["images"] - len(probe["broken"]),
-                               broken_images=probe["broken"], error_outputs=probe["error_outputs"],
-                               has_math=probe["has_math"], math_elements=probe["mjx"],
-                               math_errors=probe["math_errors"],
-                               mathjax=probe["mathjax"])
-                    if probe["has_math"]:
-                        row["math_typeset"] = probe["mjx"] > 0
-            row["problems"] = _problems(row, require_math)
-            row["ok"] = not row["problems"]
-            results.append(row)
-    finally:
-        browser.close()
+    with sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=exe, headless=True, args=args,
+                                         timeout=max(timeout, 30) * 1000)
+        except Error as err:
+            raise BrowserError(f"could not start {exe}: {err}") from err
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1600})
+            context.set_default_timeout((timeout + 5) * 1000)
+            if offline:
+                context.route("**/*", _offline_route)
+            for page in pages:
+                results.append(_row(page, html_dir / page, context, browser, timeout,
+                                    ignore_js_errors, require_math))
+        finally:
+            browser.close()
     return results
+
+
+def _row(page: str, path: Path, context, browser, timeout: float, ignore_js_errors,
+         require_math: bool) -> dict:
+    from playwright.sync_api import Error
+
+    row = {"page": page, "loaded": False, "load_error": None, "js_errors": [],
+           "ignored_js_errors": [], "images": 0, "images_ok": 0, "broken_images": [],
+           "error_outputs": 0,
+           "has_math": False, "math_typeset": None, "math_elements": 0, "math_errors": [],
+           "mathjax": "absent", "failed_requests": []}
+    if not path.is_file():
+        row["load_error"] = "page not built (file missing)"
+    else:
+        try:
+            got = _check_page(context, path.as_uri(), timeout)
+        except Error as err:
+            got = {"load_error": str(err).splitlines()[0], "js_errors": [], "failed_requests": [],
+                   "probe": {}}
+        if not browser.is_connected():  # Chromium itself is gone: nothing more to check
+            raise BrowserError(f"Chromium exited while checking {page}: {got['load_error']}")
+        probe = got["probe"]
+        ignored = [e for e in got["js_errors"] if any(re.search(p, e) for p in ignore_js_errors)]
+        row.update(loaded=got["load_error"] is None, load_error=got["load_error"],
+                   js_errors=[e for e in got["js_errors"] if e not in ignored],
+                   ignored_js_errors=ignored, failed_requests=got["failed_requests"])
+        if probe:
+            row.update(images=probe["images"], images_ok=probe["images"] - len(probe["broken"]),
+                       broken_images=probe["broken"], error_outputs=probe["error_outputs"],
+                       has_math=probe["has_math"], math_elements=probe["mjx"],
+                       math_errors=probe["math_errors"],
+                       mathjax=probe["mathjax"])
+            if probe["has_math"]:
+                row["math_typeset"] = probe["mjx"] > 0
+    row["problems"] = _problems(row, require_math)
+    row["ok"] = not row["problems"]
+    return row
 
 
 def _problems(row: dict, require_math: bool) -> list[str]:
