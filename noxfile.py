@@ -45,6 +45,14 @@ def tune(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def prune(session: nox.Session) -> None:
+    """List the result folders under results/<preset>/ that the current settings use or not
+    (`nox -s prune -- --preset embedded`), and with `-- --delete` remove the unused ones (tpo_core/prune.py)."""
+    _install(session)
+    session.run("python", "-m", "tpo_core.prune", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def reproduce(session: nox.Session) -> None:
     """Run the notebooks with papermill, then build the HTML book.
 

@@ -462,3 +462,13 @@ def test_prune_lists_then_removes_only_what_no_current_setting_uses(smoke):
     assert all(e.used for e in prune.entries(smoke))
     # seen from the other setting, the first one's folders are the unused ones
     assert not {e.path: e.used for e in prune.entries(other)}[mine]
+
+
+def test_the_architecture_page_lists_the_code_each_step_identity_covers():
+    import re
+
+    text = (provenance.PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"<!-- modules:([a-z_,]+) -->([^|\n]*)", text)
+    assert {r[0] for r in rows} == {"runs", "judging,policy,oracle", "sft_recipe", "source_measurement"}
+    for modules, listed in rows:
+        assert re.findall(r"`([a-z_0-9]+)`", listed) == provenance.code_modules(*modules.split(",")), modules

@@ -44,6 +44,29 @@ def test_notebook_has_exactly_one_parameters_cell(spec):
         assert "seed" in tagged[0].source
 
 
+#: Chapters whose code cells only call, plot and glue: no branches that assemble prose, no files written.
+NARRATING = ("04_table1", "07_mechanism")
+_WRITES = {"write_csv", "to_csv", "write_text", "write_bytes", "savefig", "to_json", "to_parquet", "mkdir"}
+
+
+@pytest.mark.parametrize("name", NARRATING)
+def test_narrating_chapters_branch_and_write_nothing(name):
+    """The library decides and writes; these chapters' code cells hold no ``if``/``elif``/conditional
+    expression and no call that writes a file (comprehension filters, which select, are allowed)."""
+    import ast
+
+    nb = jupytext.read(ROOT / "notebooks" / f"{name}.md")
+    for cell in (c for c in nb.cells if c.cell_type == "code"):
+        tree = ast.parse(cell.source)
+        found = [type(n).__name__ for n in ast.walk(tree) if isinstance(n, (ast.If, ast.IfExp))]
+        assert not found, (name, found, cell.source[:200])
+        calls = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
+                 for n in ast.walk(tree) if isinstance(n, ast.Call)}
+        assert not calls & _WRITES, (name, calls & _WRITES)
+        opened = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "open"]
+        assert not opened, name
+
+
 def test_notebooks_run_clean(quick_run):
     tmp, book, manifests = quick_run
     for name, manifest in manifests.items():

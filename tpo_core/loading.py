@@ -184,8 +184,11 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     ``$TPO_CORE_CACHE/policies`` keyed by its config and the SFT data's checksum. ``model_paths`` maps the
     Hub ids of a preset to local folders (how the ``paper`` preset's wiring is tested, and how GPU users
     with a local mirror run it). ``sources``: build ``"all"`` the preset's sources (notebook 01), only its
-    ``"arms"`` (the runs), or ``"none"`` (evaluation needs only the human).
+    ``"arms"`` (the runs), or ``"none"`` (evaluation needs only the human). ``seeds=None`` among the
+    ``overrides`` means the preset's own seeds (a notebook's ``seeds`` parameter passes through as it is).
     """
+    if "seeds" in overrides and overrides["seeds"] is None:
+        del overrides["seeds"]
     if sources not in ("all", "arms", "none"):
         raise ValueError(f"sources must be 'all', 'arms' or 'none', got {sources!r}")
     from tpo_core.common import cache_root

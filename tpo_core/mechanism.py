@@ -33,7 +33,8 @@ from tpo_core.loading import Study, check_seeds
 from tpo_core.provenance import CHECKSUMS, checkpoint_id, sha256_json
 from tpo_core.runs import check_run, pairs, records, run_dir
 
-__all__ = ["distinct_n", "pair_logprobs", "pair_diagnostics", "summarize", "PAIR_COLUMNS", "PAPER_TABLE2"]
+__all__ = ["distinct_n", "pair_logprobs", "pair_diagnostics", "summarize", "diagnose", "interval_text", "headline", "SIGNED",
+           "PAIR_COLUMNS", "PAPER_TABLE2"]
 
 #: The one row of the paper's Table 2 (App. I.2) that is known: empirical TPO against no transfer at iteration 3,
 #: with Alg_PO = IPO and XPO (win rate %, 95% CI half-width, 3 seeds), for display beside the IPO experiment.
@@ -179,3 +180,56 @@ def summarize(diag: pd.DataFrame, logs: pd.DataFrame | None = None, *, confidenc
         rows.append({"method": m, "iteration": k, "statistic": stat, "mean": mean, "ci_low": lo, "ci_high": hi,
                      "n_seeds": len(v)})
     return pd.DataFrame(rows)
+
+
+def diagnose(study: Study, names, seeds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The chapter's tables (notebook 07): :func:`pair_diagnostics` of runs ``names`` on ``seeds`` and their
+    :func:`summarize` with the training logs, the summary written to ``results/<preset>/mechanism/summary.csv``
+    (every statistic the chapter's figures show). Returns ``(diag, summary)``."""
+    from tpo_core.empirical import write_csv
+    from tpo_core.runs import training_logs
+
+    diag = pair_diagnostics(study, names, seeds)
+    summary = summarize(diag, training_logs(study, names, seeds))
+    write_csv(summary, study.root / "mechanism" / "summary.csv")
+    return diag, summary
+
+
+#: Statistics that are changes or differences, written with a sign and shown against a zero line.
+SIGNED = ("dlogp_chosen", "dlogp_rejected", "kl_pair", "gold_margin")
+
+
+def interval_text(summary: pd.DataFrame, method: str, statistic: str, iteration: int) -> str:
+    """One statistic of :func:`summarize` as the book writes it: mean and 95% interval over seeds, two decimals,
+    signed for changes and differences (``"+0.29 (95% CI +0.27 to +0.31)"``)."""
+    from tpo_core.report import with_interval
+
+    r = summary[(summary.method == method) & (summary.statistic == statistic) & (summary.iteration == iteration)]
+    if r.empty:
+        raise KeyError(f"no {statistic!r} for {method!r} at iteration {iteration} in the summary")
+    r = r.iloc[0]
+    return with_interval(r["mean"], r.ci_low, r.ci_high, digits=2, signed=statistic.startswith(("dlogp", "kl", "gold")))
+
+
+def headline(summary: pd.DataFrame, diag: pd.DataFrame, iteration: int, *, methods=("tpo", "no-transfer")) -> dict:
+    """The numbers the chapter's text cites at ``iteration``, as glue names -> text: per method of ``methods``
+    and the control, the change in log-probability of the chosen (``dc_<m>``) and rejected (``dr_<m>``)
+    responses, the share of pairs whose chosen response lost likelihood (``down_<m>``), the last logged
+    accuracy and loss; TPO's share of transferred chosen responses, and the r* of the chosen responses and the
+    margins of TPO, no-transfer and the control."""
+    from tpo_core.empirical import CONTROL
+
+    cell = lambda m, stat, k=iteration: interval_text(summary, m, stat, k)  # noqa: E731
+    last = diag[diag.iteration == iteration]
+    out = {"last_k": str(iteration)}
+    for m in (*methods, CONTROL):
+        share = last[last.method == m].groupby("seed").dlogp_chosen.apply(lambda v: (v < 0).mean() * 100)
+        out |= {f"dc_{m}": cell(m, "dlogp_chosen"), f"dr_{m}": cell(m, "dlogp_rejected"),
+                f"down_{m}": f"{share.mean():.0f}%" if len(share) else "n/a",
+                f"acc_{m}": cell(m, "accuracy"), f"loss_{m}": cell(m, "loss")}
+    return out | {
+        "margin_or": cell(CONTROL, "gold_margin"), "gold_or": cell(CONTROL, "gold_chosen"),
+        "share_tpo": cell("tpo", "chosen_transferred", 1) + " at iteration 1, " + cell("tpo", "chosen_transferred"),
+        "margin_tpo": cell("tpo", "gold_margin"), "margin_nt": cell("no-transfer", "gold_margin"),
+        "gold_tr": cell("tpo", "gold_chosen_transferred"), "gold_on": cell("tpo", "gold_chosen_online"),
+        "gold_nt": cell("no-transfer", "gold_chosen")}

@@ -44,13 +44,18 @@ def cpu_flags() -> str:
     return " ".join(f for f in CPU_FLAGS if f in have) or "none of " + ",".join(CPU_FLAGS)
 
 
-def with_interval(value, low, high, *, digits: int = 1, unit: str = "", signed: bool = False) -> str:
+def with_interval(value, low, high, *, digits: int = 1, unit: str = "", signed: bool = False,
+                  compact: bool = False) -> str:
     """``"48.9% (95% CI 43.4 to 54.4)"``: a value with its interval, the one way the book writes intervals;
-    ``"(no interval)"`` where the interval is NaN (too few seeds or no spread, never a certain value)."""
+    ``"(no interval)"`` where the interval is NaN (too few seeds or no spread, never a certain value).
+    ``compact``: ``"48.9 [43.4, 54.4]"``, for a table column whose header says what the brackets are."""
     import math
 
     fmt = f"{'+' if signed else ''}.{digits}f"
-    ci = (f"95% CI {low:{fmt}} to {high:{fmt}}" if math.isfinite(low) and math.isfinite(high) else "no interval")
+    finite = math.isfinite(low) and math.isfinite(high)
+    if compact:
+        return f"{value:{fmt}}{unit} [{low:{fmt}}, {high:{fmt}}]" if finite else f"{value:{fmt}}{unit} [no interval]"
+    ci = f"95% CI {low:{fmt}} to {high:{fmt}}" if finite else "no interval"
     return f"{value:{fmt}}{unit} ({ci})"
 
 
@@ -64,3 +69,31 @@ def display_table(frame, columns, *, digits: int | dict = 1, names: dict | None 
     fmt = {c: f"{{:.{places.get(c, default)}f}}" for c in shown.columns
            if shown[c].dtype.kind == "f"}
     return shown.style.hide(axis="index").format(fmt, na_rep="–")
+
+
+#: How the book names the runs in tables and figure titles (others by their run name).
+METHOD_LABELS = {"tpo": "TPO"}
+
+#: How the book says where our interval lies relative to the paper's value (:func:`tpo_core.evaluation.side_of`).
+SIDE_PHRASES = {"below": "lies below", "above": "lies above", "contains": "contains",
+                "no interval": "has no interval (too few seeds) to set beside"}
+
+
+def label(method: str) -> str:
+    """The book's name for run ``method`` (:data:`METHOD_LABELS`)."""
+    return METHOD_LABELS.get(method, method)
+
+
+def reading_table(t):
+    """The columns of a Table 1 frame (:func:`tpo_core.table1.declared_table`) a reader compares, one interval per
+    cell, as a DataFrame: ``role, cell, seeds, win rate % [95% CI], MDE (points), p (Holm in role), verdict,
+    ties %`` (the full table is ``results/<preset>/table1.csv``)."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "role": t.role.to_numpy(),
+        "cell": [f"{label(m)} vs {b}, iteration {k}" for m, b, k in zip(t.method, t.baseline, t.iteration)],
+        "seeds": t.n_seeds.to_numpy(),
+        "win rate % [95% CI]": [with_interval(*r, compact=True) for r in zip(t.win_rate_mean, t.ci_low, t.ci_high)],
+        "MDE (points)": t.mde.to_numpy(), "p (Holm in role)": t.p_holm.to_numpy(), "verdict": t.verdict.to_numpy(),
+        "ties %": 100 * t.tie_rate.to_numpy()})

@@ -12,7 +12,7 @@ import pandas as pd
 
 from tpo_core import evaluation
 from tpo_core.judging import eval_key, eval_settings_key, gold_on_prompts
-from tpo_core.streams import evaluation_seed
+from tpo_core.streams import bootstrap, evaluation_seed
 from tpo_core.empirical import CONTROL, METHODS, write_csv
 from tpo_core.progress import track
 from tpo_core.provenance import checkpoint_id, sha256_json
@@ -21,7 +21,7 @@ from tpo_core.loading import Study, check_seeds
 from tpo_core.presets import seeds_of
 from tpo_core.runs import check_run, run_dir, run_key, run_seeds
 
-__all__ = ["PRIMARY", "ROLES", "eval_path", "evaluate_pi0", "evaluate_run",
+__all__ = ["PRIMARY", "ROLES", "eval_path", "write_table1", "price_primary", "evaluate_pi0", "evaluate_run",
            "early_seeds", "evaluate_design", "table1", "declared_table", "win_rates_vs_pi0"]
 
 #: The primary contrast, declared before any data: TPO against no-transfer at the last iteration, one two-sided
@@ -195,7 +195,7 @@ def declared_table(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.rand
     ``evals``: run name -> :func:`evaluate_run` frame (:func:`evaluate_design`)."""
     from tpo_core import power
 
-    rng = rng if rng is not None else np.random.default_rng(0)
+    rng = rng if rng is not None else bootstrap(0)
     p, last = study.preset, study.preset.n_iterations
     method, base = PRIMARY
     every, early = list(p.seeds), early_seeds(study)
@@ -213,6 +213,71 @@ def declared_table(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.rand
     return pd.concat(parts, ignore_index=True)[["role", "method", *_COLUMNS]]
 
 
+def write_table1(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.random.Generator | None = None,
+                 n_boot: int = 2000) -> pd.DataFrame:
+    """:func:`declared_table`, written to ``results/<preset>/table1.csv`` (rewritten only when it changes)."""
+    table = declared_table(study, evals, rng=rng, n_boot=n_boot)
+    write_csv(table, study.root / "table1.csv")
+    return table
+
+
+def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_width: float = 2.5) -> tuple[pd.DataFrame, dict[str, str]]:
+    """What other designs of the primary contrast would cost and resolve on this machine (notebook 04).
+
+    The cost of a seed is the measured training of one seed of TPO, no-transfer and the control (each run keeps
+    its seconds, :func:`tpo_core.runs.run_seconds`) plus judging their last checkpoints, one judged response
+    timed here on 64 test prompts; the rest of the run is a fixed cost (the theory and source chapters'
+    manifests where ``results_dir`` has them, and the exploit baselines' training). The noise is the primary
+    row's (``sd_train``, ``sd_eval``). Returns :func:`tpo_core.power.design_table` (empty when a timing is
+    missing) and the sentences the chapter glues: ``reach`` (the cheapest design whose half-width is at most
+    ``target_half_width``), ``line`` (the ``--set`` line of the seeds alone that reach it), ``unpriced``,
+    ``seconds_per_seed`` and ``seeds_2pt`` (seeds to detect 2 points with 80% power)."""
+    from tpo_core import power
+    from tpo_core.report import notebook_seconds
+    from tpo_core.runs import run_seconds
+
+    import time
+
+    p, runs = study.preset, ["tpo", "no-transfer", CONTROL]
+    probe, policy = study.test.iloc[:64], study.new_pi0()  # loading the policy is not timed
+    t0 = time.perf_counter()
+    gold_on_prompts(study, policy, 0, probe, n_samples=1)
+    per_response = (time.perf_counter() - t0) / len(probe)
+    training = sum(run_seconds(study, n, s) for n in runs for s in p.seeds) / len(p.seeds)
+    secondary = sum(run_seconds(study, n, s) for n in ("exploit-worst", "exploit-best")
+                    for s in run_seeds(study, "exploit-best"))
+    fixed = {n: notebook_seconds(results_dir, n) for n in ("00_theory", "05_theory_tpo", "01_source_rms")}
+    unpriced = [n for n, v in fixed.items() if not np.isfinite(v)]
+    texts = {"unpriced": f" (without {', '.join(unpriced)}: no timing on record)" if unpriced else " (every part timed)",
+             "seconds_per_seed": f"{training:.0f}",
+             "seeds_2pt": str(power.seeds_needed(primary.sd_used, 2.0)) if primary.sd_used > 0 else "n/a",
+             "reach": "not priced: a run's timing is missing", "line": "none"}
+    if not np.isfinite([per_response, training, secondary]).all():
+        return pd.DataFrame(columns=["n_seeds", "n_test_prompts", "eval_samples", "minutes", "sd_between",
+                                     "half_width", "mde"]), texts
+    designs = power.design_table(primary.sd_train, primary.sd_eval, n_prompts=len(study.test), samples=p.eval_samples,
+                                 seeds_grid=sorted({5, 10, len(p.seeds), 15, 20, 30, 40, 60}),
+                                 prompts_grid=[200, 400, 800], samples_grid=[1, 2, 4],
+                                 seconds_fixed=sum(v for v in fixed.values() if np.isfinite(v)) + secondary,
+                                 seconds_training_per_seed=training, seconds_per_response=per_response,
+                                 checkpoints_per_seed=len(runs), n_tests=1)
+    reach = designs[designs.half_width <= target_half_width].sort_values("minutes")
+    if reach.empty:
+        texts["reach"] = "no design in the grid"
+    else:
+        r = reach.iloc[0]
+        texts["reach"] = (f"{r.n_seeds:.0f} seeds, {r.n_test_prompts:.0f} test prompts and {r.eval_samples:.0f} "
+                          f"sample(s) per prompt, about {r.minutes:.0f} minutes (MDE {r.mde:.1f} points)")
+    # the same evaluation, more or fewer seeds: the design a `--set` of the seeds alone runs
+    by_seeds = reach[(reach.n_test_prompts == len(study.test)) & (reach.eval_samples == p.eval_samples)]
+    texts["line"] = "none: in the grid, seeds alone do not reach it"
+    if len(by_seeds):
+        n = int(by_seeds.n_seeds.iloc[0])
+        line = list(p.seeds)[:n] + [int(p.seeds[-1]) + 100 * (i + 1) for i in range(max(0, n - len(p.seeds)))]
+        texts["line"] = f"nox -s reproduce -- --set 'seeds={line}' (about {by_seeds.minutes.iloc[0]:.0f} minutes)"
+    return designs, texts
+
+
 def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo", baselines=None,
            seeds=None, rng: np.random.Generator | None = None, n_boot: int = 2000) -> pd.DataFrame:
     """Win rate (%) of ``method`` against each baseline at each iteration: Table 1, paired by seed.
@@ -227,7 +292,7 @@ def table1(study: Study, evals: dict[str, pd.DataFrame], *, method: str = "tpo",
     ``tie_rate`` is the share of equal-gold response pairs (:func:`tpo_core.power.cell_statistics`).
     """
     from tpo_core import power
-    rng = rng if rng is not None else np.random.default_rng(0)
+    rng = rng if rng is not None else bootstrap(0)
     seeds = list(study.preset.seeds if seeds is None else seeds)
     baselines = [b for b in (baselines or [m for m in METHODS if m != method]) if b in evals]
     rows = [_cell(study, evals, method, b, k, seeds, rng, n_boot)
@@ -243,7 +308,7 @@ def win_rates_vs_pi0(study: Study, evals: dict[str, pd.DataFrame], pi0: pd.DataF
     sampling noise is shared by every seed and only the crossed interval contains it."""
     from tpo_core import power
 
-    rng = rng if rng is not None else np.random.default_rng(0)
+    rng = rng if rng is not None else bootstrap(0)
     rows = []
     for name, df in evals.items():
         for k in sorted(set(df.iteration)):  # each iteration on the seeds judged at it
