@@ -89,6 +89,19 @@ def test_gold_reference_cache(tiny_encoder):
     assert gold.cache_size == 0
 
 
+def test_gold_scores_do_not_depend_on_which_references_an_earlier_call_encoded(tiny_encoder):
+    """A resumed run meets a reference in another call than an uninterrupted one did: its score must be the
+    same to the bit, in bf16 too (where a batch's padding moves an embedding by up to ~1e-4)."""
+    short, long = "the cat", "a very long reference about a dog that is eating its food on the mat " * 3
+    for bf16 in (False, True):
+        fresh = GoldReward(tiny_encoder, progress=False, autocast_bf16=bf16)
+        alone = fresh.score(["p"], ["a cat"], [short])
+        warmed = GoldReward(tiny_encoder, progress=False, autocast_bf16=bf16)
+        warmed.score(["p", "p"], ["x", "y"], [long, short])  # `short` first encoded beside a long text
+        np.testing.assert_array_equal(warmed.score(["p"], ["a cat"], [short]), alone)
+        assert np.array_equal(warmed.reference_embeddings([short])[0], fresh.encode([short])[0])
+
+
 def test_gold_validation(tiny_gold):
     with pytest.raises(ValueError, match="equal lengths"):
         tiny_gold.score(["p"], ["a", "b"], ["c", "d"])

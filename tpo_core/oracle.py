@@ -67,6 +67,9 @@ class GoldReward:
 
     * Reference embeddings are cached by text (the same references are scored for every candidate and
       iteration); ``ref_cache_hits`` / ``ref_cache_misses`` count lookups, :meth:`clear_cache` empties it.
+      Each new reference is encoded alone, so its cached embedding, and every score that uses it, does not
+      depend on which references an earlier call happened to encode with it (batched with others, a text's
+      embedding moves in the last bits, in bf16 by up to ~1e-4, with the batch's padding).
       Responses are de-duplicated within a call, not cached.
     * A response that is empty after ``strip()`` scores ``empty_score``, default -1.0, the minimum of a
       cosine: an empty summary is the worst possible answer to the simulated human. An empty reference raises
@@ -173,9 +176,8 @@ class GoldReward:
         new = list(dict.fromkeys(r for r, c in zip(refs, cached) if not c))
         self.ref_cache_hits += sum(cached)  # lookups answered from earlier calls
         self.ref_cache_misses += len(new)  # distinct texts encoded now
-        if new:
-            for r, e in zip(new, self.encode(new, progress=False)):
-                self._ref_cache[r] = e
+        for r in new:  # one text a batch: no padding, so an embedding never depends on which texts came with it
+            self._ref_cache[r] = self.encode([r], progress=False)[0]
         if not refs:
             return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
         return np.stack([self._ref_cache[r] for r in refs])
