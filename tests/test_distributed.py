@@ -256,7 +256,8 @@ def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
         with D.sharded(group_size):
             S.evaluate_pi0(study, [seed])
     # the pooled statistics are an all-reduce of what each process saw: check with accelerate's reduce
-    state = json.loads((S.run_dir(study, "tpo", seed) / "selector_state_iter_1.json").read_text())
+    with D.sharded(group_size):  # the run's folder is keyed by its batching too
+        state = json.loads((S.run_dir(study, "tpo", seed) / "selector_state_iter_1.json").read_text())
     arms = state["config"]["arms"]
     mine = torch.zeros(2, len(arms), dtype=torch.float64)
     for chunk in collected:
@@ -307,7 +308,8 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     log = [json.loads((logs / f"log_{r}.json").read_text()) for r in (0, 1)]
     assert [entry["num_processes"] for entry in log] == [2, 2]
 
-    d1, d2 = S.run_dir(one, "tpo", seed), S.run_dir(two, "tpo", seed)
+    with D.sharded(group_size):  # the runs' folders are keyed by their batching too
+        d1, d2 = S.run_dir(one, "tpo", seed), S.run_dir(two, "tpo", seed)
     # identical decisions: every prompt's arm, win and gold scores, byte for byte
     assert (d1 / "records_iter_1.csv").read_bytes() == (d2 / "records_iter_1.csv").read_bytes()
     records = pd.read_csv(d1 / "records_iter_1.csv")
@@ -376,13 +378,14 @@ def test_paper_preset_on_two_processes_with_stand_ins(paper_stand_ins, tmp_path)
     st = S.load_study(p, results_root=tmp_path, model_paths=paper_stand_ins, sources="arms")
     _reset_accelerate()
     debug_launcher(_paper_worker, args=(st, 100), num_processes=2)
-    d = S.run_dir(st, "tpo", 100)
+    with D.sharded(D.Sharding().group_size):  # as the launched processes ran: keys include the batching
+        d, ev = S.run_dir(st, "tpo", 100), S.eval_path(st, "tpo", 100)
     records = pd.read_csv(d / "records_iter_1.csv")
     assert list(records.prompt_idx) == list(range(p.prompts_per_iteration))
     assert (d / "iter_1" / "model.safetensors").is_file()
     meta = json.loads((d / "iter_1" / "preference_config.json").read_text())
     assert meta["config"]["batch_size"] * 2 == p.batch_size  # per device: the global batch over 2 processes
-    e = pd.read_csv(S.eval_path(st, "tpo", 100))
+    e = pd.read_csv(ev)
     assert len(e) == p.n_test_prompts and np.isfinite(e.gold).all()
     assert not [f for f in _files(tmp_path) if ".tmp" in f]
 
