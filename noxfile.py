@@ -36,20 +36,20 @@ def fault(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tune(session: nox.Session) -> None:
-    """The tuning protocol (tpo_core/tuning.py): the learning rate for every method alike, on unreported seeds
+    """The tuning protocol (tpo_core/study/tuning.py): the learning rate for every method alike, on unreported seeds
     and held-out prompts (add `--loss ipo` for the IPO runs' own rate).
     `nox -s tune -- --preset embedded --grid 3e-4 1e-3 3e-3`; needs notebook 01's
     source ranking in results/ (run `nox -s reproduce -- --only 01_source_rms` first)."""
     _install(session)
-    session.run("python", "-m", "tpo_core.tuning", *session.posargs)
+    session.run("python", "-m", "tpo_core.study.tuning", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def prune(session: nox.Session) -> None:
     """List the result folders under results/<preset>/ that the current settings use or not
-    (`nox -s prune -- --preset embedded`), and with `-- --delete` remove the unused ones (tpo_core/prune.py)."""
+    (`nox -s prune -- --preset embedded`), and with `-- --delete` remove the unused ones (tpo_core/commands/prune.py)."""
     _install(session)
-    session.run("python", "-m", "tpo_core.prune", *session.posargs)
+    session.run("python", "-m", "tpo_core.commands.prune", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -60,7 +60,7 @@ def reproduce(session: nox.Session) -> None:
     `-- --only 00_theory` runs one notebook.
     """
     _install(session)
-    session.run("python", "-m", "tpo_core.reproduce", *session.posargs)
+    session.run("python", "-m", "tpo_core.commands.reproduce", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -70,11 +70,11 @@ def bench(session: nox.Session) -> None:
     results/bench.csv: one DPO step of tpo_core's trainer against TRL's DPOTrainer (pairs/s, their ratio,
     FLOP/s against the measured matmul peak). results/bench_loop.csv: the sampler against `generate`, the
     human against sentence-transformers, BERTScore against bert_score, and one iteration of each method
-    (labelled prompts/s, seconds by part), with the CPU's flags. Extra args go to tpo_core.bench.
+    (labelled prompts/s, seconds by part), with the CPU's flags. Extra args go to tpo_core.commands.bench.
     """
     _install(session)
-    session.run("python", "-m", "tpo_core.bench", "--out", "results/bench.csv", *session.posargs)
-    session.run("python", "-m", "tpo_core.bench_loop", "--out", "results/bench_loop.csv")
+    session.run("python", "-m", "tpo_core.commands.bench", "--out", "results/bench.csv", *session.posargs)
+    session.run("python", "-m", "tpo_core.commands.bench_loop", "--out", "results/bench_loop.csv")
 
 
 @nox.session(python=PYTHON)
@@ -83,11 +83,11 @@ def check_book(session: nox.Session) -> None:
 
     Builds nothing (run `nox -s reproduce` first). Fails on a page that does not load, throws a
     JS error, has a broken image or an execution error output, or shows raw (untypeset) math.
-    Extra args go to `python -m tpo_core.browser_check` (e.g. `-- --online`, `-- --json`).
+    Extra args go to `python -m tpo_core.commands.browser_check` (e.g. `-- --online`, `-- --json`).
     Needs Chromium: /usr/bin/chromium or $CHROMIUM.
     """
     _install(session)
-    session.run("python", "-m", "tpo_core.browser_check", "book/_build/html", "--strict-js", *session.posargs)
+    session.run("python", "-m", "tpo_core.commands.browser_check", "book/_build/html", "--strict-js", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -25,7 +25,7 @@ Processing (:func:`process`), all deterministic:
 3. Assign each whole group to ``sft`` / ``online`` / ``test`` (70 / 20 / 10 %) by the sha256 of its name.
 4. Write records sorted by (group, package, summary, document) as compact JSON lines, gzip level 9 with
    mtime 0 and no file name, so equal content gives equal bytes (for a given zlib), and print the sha256
-   (also written to ``SHA256SUMS`` beside the file). Copy it into ``tpo_core.data.DATA_SHA256``.
+   (also written to ``SHA256SUMS`` beside the file). Copy it into ``tpo_core.world.data.DATA_SHA256``.
 
 Usage: ``python scripts/build_debian_data.py [--from-jsonl P | --from-translation P] [--out PATH]``.
 """
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out.parent / "SHA256SUMS").write_text(f"{digest}  {args.out.name}\n")
     print(summarise(processed), file=sys.stderr)
     print(f"wrote {args.out} ({len(data) / 1e6:.2f} MB), sha256 {digest}")
-    print("(tpo_core.data.DATA_SHA256 must equal it for the default file)", file=sys.stderr)
+    print("(tpo_core.world.data.DATA_SHA256 must equal it for the default file)", file=sys.stderr)
     return 0
 
 

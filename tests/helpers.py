@@ -31,7 +31,7 @@ def chromium_or_skip_reason():
 
     import pytest
 
-    from tpo_core import browser_check
+    from tpo_core.commands import browser_check
 
     try:
         return browser_check.find_chromium(), None

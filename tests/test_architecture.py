@@ -1,5 +1,5 @@
-"""The package's module graph is one-way (import-linter's layers contract in pyproject.toml, imports inside
-functions included) and no module imports another's private names."""
+"""The package's module graph is one-way (import-linter's contracts in pyproject.toml, imports inside functions
+included), the algorithm and the theory touch no file, and no module imports another's private names."""
 
 import ast
 from pathlib import Path
@@ -15,7 +15,7 @@ def test_import_linter_contracts_hold():
 
 def test_no_private_names_imported_across_modules():
     offences = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tpo_core"):
                 offences += [f"{path.name}: from {node.module} import {a.name}" for a in node.names
@@ -28,8 +28,10 @@ def test_the_contract_names_every_module():
     import tomllib
 
     config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["importlinter"]
-    layered = {m.strip() for c in config["contracts"] for layer in c["layers"] for m in layer.split("|")}
-    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    layered = {f"{container}.{m.strip()}" for c in config["contracts"] if c["type"] == "layers"
+               for container in c["containers"] for layer in c["layers"] for m in layer.split("|")}
+    modules = {".".join(("tpo_core", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(".__init__")
+               for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"}
     assert modules == layered
 
 
@@ -39,7 +41,7 @@ def test_every_import_inside_the_package_resolves():
     import importlib
 
     missing = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tpo_core"):
                 module = importlib.import_module(node.module)
@@ -51,4 +53,29 @@ def test_every_import_inside_the_package_resolves():
 def _is_submodule(package: str, name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(f"{package}.{name}") is not None if package == "tpo_core" else False
+    return importlib.util.find_spec(f"{package}.{name}") is not None if package.count(".") <= 1 else False
+
+
+#: What reads or writes a file: none of it may appear in the algorithm (tpo/) or the theory (theory/).
+_DISK = {"open", "Path", "read_text", "write_text", "read_bytes", "write_bytes", "mkdir", "to_csv", "read_csv",
+         "save_pretrained", "save", "load", "replace", "unlink", "rmtree", "glob", "rglob", "is_file", "is_dir",
+         "exists", "savefig", "to_json", "read_json", "dump"}
+
+
+def test_the_algorithm_and_the_theory_touch_no_file():
+    """Alg. 3 in memory and the exact theory: no call in tpo/ or theory/ reads or writes a file (the study keeps
+    every result: tpo_core.study.checkpoints, tpo_core.study.run_loop)."""
+    offences = []
+    for folder in ("tpo", "theory"):
+        for path in sorted((PACKAGE / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                    offences += [f"{folder}/{path.name}: imports {n}" for n in names
+                                 if n.split(".")[0] in ("os", "shutil", "pathlib", "tempfile", "pickle", "json")]
+                if isinstance(node, ast.Call):
+                    f = node.func
+                    name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+                    if name in _DISK:
+                        offences.append(f"{folder}/{path.name}:{node.lineno}: {name}(...)")
+    assert offences == []

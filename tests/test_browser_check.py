@@ -1,4 +1,4 @@
-"""tpo_core.browser_check in a real headless Chromium, on a tiny hand-made site with known faults."""
+"""tpo_core.commands.browser_check in a real headless Chromium, on a tiny hand-made site with known faults."""
 
 import importlib.util
 import struct
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tpo_core import browser_check
+from tpo_core.commands import browser_check
 
 from helpers import chromium_or_skip_reason  # noqa: E402  (tests/helpers.py)
 

@@ -1,5 +1,5 @@
 """Nothing stale, nothing corrupt: every cached result is reused only when the identity of what made it
-matches (tpo_core.provenance), weights are verified before loading, bad values fail before compute."""
+matches (tpo_core.plumbing.provenance), weights are verified before loading, bad values fail before compute."""
 
 import dataclasses
 import json
@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tpo_core import provenance, reproduce
-from tpo_core import study as S
-from tpo_core.provenance import CorruptFileError, StaleResultError
+from tpo_core.plumbing import provenance
+from tpo_core.commands import reproduce
+from tpo_core.study import pipeline as S
+from tpo_core.plumbing.provenance import CorruptFileError, StaleResultError
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,8 @@ def test_a_changed_setting_writes_beside_and_going_back_reuses(smoke, monkeypatc
     """New preset fields never reuse old checkpoints or old evaluation rows: they train and judge into folders
     of their own key, beside the old ones, which stay untouched; going back to the old settings trains and
     judges nothing."""
-    from tpo_core import table1, trainer
+    from tpo_core.study import table1
+    from tpo_core.tpo import trainer
 
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
@@ -82,7 +84,7 @@ def test_a_changed_library_recomputes(smoke, monkeypatch, capsys):
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
     before = S.run_identity(smoke, "no-transfer", seed)
-    from tpo_core import runs
+    from tpo_core.study import runs
 
     monkeypatch.setattr(runs, "code_identity", lambda *a, **k: "edited")
     assert S.run_identity(smoke, "no-transfer", seed)["code"] == "edited" != before["code"]
@@ -133,15 +135,15 @@ def test_corrupt_or_truncated_checkpoints_are_clear_errors(smoke, tmp_path):
 
 
 def test_corrupt_pi0_cache_is_a_clear_error(smoke, tmp_path):
-    from tpo_core.data import load_debian
-    from tpo_core.policy_config import SMOKE
-    from tpo_core.sft import cache_folder, data_sha256, recipe_identity, train_sft
+    from tpo_core.world.data import load_debian
+    from tpo_core.world.policy_config import SMOKE
+    from tpo_core.world.sft import cache_folder, data_sha256, recipe_identity, train_sft
 
     sft = load_debian("sft").iloc[:200]
     train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)
     folder = cache_folder(tmp_path, SMOKE, data_sha256(sft))
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["code"] == recipe_identity(SMOKE)["code"] == provenance.code_identity("sft_recipe")
+    assert manifest["code"] == recipe_identity(SMOKE)["code"] == provenance.code_identity("world.sft_recipe")
     _flip(folder / "model.safetensors")
     with pytest.raises(CorruptFileError, match=f"Delete {folder}"):
         train_sft(SMOKE, sft, cache_dir=tmp_path, progress=False)
@@ -151,7 +153,8 @@ def test_corrupt_pi0_cache_is_a_clear_error(smoke, tmp_path):
 
 def test_non_finite_training_leaves_no_checkpoint(smoke, tmp_path):
     """A NaN loss stops the iteration before anything is written."""
-    from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
+    from tpo_core.study.checkpoints import train_or_load
+    from tpo_core.tpo.trainer import PreferenceConfig, PreferenceTrainer
 
     pol = smoke.new_pi0()
     with torch.no_grad():
@@ -160,7 +163,7 @@ def test_non_finite_training_leaves_no_checkpoint(smoke, tmp_path):
                                                                        warmup_steps=1, progress=False))
     pairs = [{"prompt": d, "chosen": "a tool", "rejected": "b"} for d in smoke.online.document[:4]]
     with pytest.raises(FloatingPointError, match="no checkpoint is written"):
-        trainer.train_iteration(pairs, tmp_path, 1)
+        train_or_load(trainer, pairs, tmp_path, 1)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="beta must be a finite number"):
         PreferenceConfig(beta=float("nan"))
@@ -176,7 +179,7 @@ def test_result_files_read_back_with_plain_pandas(smoke):
 
 
 def test_cache_root_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
-    from tpo_core.common import cache_root
+    from tpo_core.plumbing.common import cache_root
 
     (tmp_path / "f").write_text("x")
     monkeypatch.setenv("TPO_CORE_CACHE", str(tmp_path / "f"))
@@ -191,17 +194,17 @@ def test_code_identity_follows_imports_and_edits(tmp_path, monkeypatch):
     provenance._closure.cache_clear()
     provenance._code_text_cached.cache_clear()
     try:
-        study, ev = provenance.code_identity("study"), provenance.code_identity("evaluation")
-        assert provenance.code_identity(source="from tpo_core import study\n") == study
-        trainer = pkg / "trainer.py"
+        study, ev = provenance.code_identity("study.pipeline"), provenance.code_identity("study.evaluation")
+        assert provenance.code_identity(source="from tpo_core.study import pipeline\n") == study
+        trainer = pkg / "tpo" / "trainer.py"
         text = trainer.read_text()
         # documentation, comments and layout are not code: the identity stays
         trainer.write_text(text.replace('"""', '"""Edited docs. ', 1) + "\n# a comment\n\n\n")
-        assert provenance.code_identity("study") == study
-        # code is: study imports the trainer (inside a function), evaluation does not
+        assert provenance.code_identity("study.pipeline") == study
+        # code is: the pipeline imports the trainer (inside a function), evaluation does not
         trainer.write_text(text + "\nEXTRA_CONSTANT = 1\n")
-        assert provenance.code_identity("study") != study
-        assert provenance.code_identity("evaluation") == ev
+        assert provenance.code_identity("study.pipeline") != study
+        assert provenance.code_identity("study.evaluation") == ev
     finally:
         provenance._closure.cache_clear()
         provenance._code_text_cached.cache_clear()
@@ -211,24 +214,25 @@ def test_display_and_progress_edits_leave_every_step_identity(tmp_path, monkeypa
     """A fix to a progress bar, a formatter or Table 1's statistics retrains and re-judges nothing: the
     identities of a run, a judgment, π_0's recipe and the source measurement stay; an edit to the sampler
     changes the run's and the judgment's."""
-    from tpo_core.judging import JUDGING_CODE
+    from tpo_core.study.judging import JUDGING_CODE
 
     pkg = tmp_path / "tpo_core"
     shutil.copytree(provenance.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(provenance, "PACKAGE", pkg)
-    steps = {"run": ("runs",), "judgment": JUDGING_CODE, "pi0": ("sft_recipe",), "sources": ("source_measurement",)}
+    steps = {"run": ("study.runs",), "judgment": JUDGING_CODE, "pi0": ("world.sft_recipe",),
+             "sources": ("study.source_measurement",)}
     ident = lambda: {k: provenance.code_identity(*m) for k, m in steps.items()}  # noqa: E731
     provenance._closure.cache_clear()
     provenance._code_text_cached.cache_clear()
     try:
         before = ident()
-        for module in ("progress", "report", "table1", "power", "wheel_parts"):
+        for module in ("plumbing/progress", "study/report", "study/table1", "study/power", "world/wheel_parts"):
             path = pkg / f"{module}.py"
             path.write_text(path.read_text() + "\nEDITED = print\n")
         provenance._closure.cache_clear()
         assert ident() == before
-        assert all(m not in provenance.code_modules(*steps["run"]) for m in ("progress", "report", "table1"))
-        policy = pkg / "policy.py"
+        assert all(m not in provenance.code_modules(*steps["run"]) for m in ("plumbing.progress", "study.report", "study.table1"))
+        policy = pkg / "world" / "policy.py"
         policy.write_text(policy.read_text() + "\nEDITED = 1\n")
         after = ident()
         assert after["run"] != before["run"] and after["judgment"] != before["judgment"]
@@ -239,10 +243,10 @@ def test_display_and_progress_edits_leave_every_step_identity(tmp_path, monkeypa
 
 
 def test_type_only_imports_are_not_code_the_step_runs():
-    src = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tpo_core.loading import Study\n" \
-          "else:\n    from tpo_core import streams\nimport typing\nif typing.TYPE_CHECKING:\n    import tpo_core.runs\n"
-    assert provenance.tpo_core_imports(src) == {"streams"}
-    assert "loading" not in provenance.code_modules("judging")
+    src = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from tpo_core.study.loading import Study\n" \
+          "else:\n    from tpo_core.plumbing import streams\nimport typing\nif typing.TYPE_CHECKING:\n    import tpo_core.study.runs\n"
+    assert provenance.tpo_core_imports(src) == {"plumbing", "plumbing.streams"}
+    assert "study.loading" not in provenance.code_modules("study.judging")
 
 
 @pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
@@ -258,8 +262,9 @@ def test_code_identity_is_the_same_under_other_python_versions(version):
     script = ("import importlib.util, json, pathlib, sys\n"
               "spec = importlib.util.spec_from_file_location('prov', sys.argv[1])\n"
               "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-              "print(json.dumps({p.stem: m.sha256_json(m.code_text(p.read_text(encoding='utf-8')))\n"
-              "                  for p in sorted(pathlib.Path(sys.argv[1]).parent.glob('*.py'))}))\n")
+              "root = pathlib.Path(sys.argv[1]).parents[1]\n"
+              "print(json.dumps({str(p.relative_to(root)): m.sha256_json(m.code_text(p.read_text(encoding='utf-8')))\n"
+              "                  for p in sorted(root.rglob('*.py'))}))\n")
     env = {k: v for k, v in os.environ.items() if k != "PYENV_VERSION"}
     versions = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True).stdout.split() \
         if shutil.which("pyenv") else []
@@ -268,21 +273,21 @@ def test_code_identity_is_the_same_under_other_python_versions(version):
         pytest.skip(f"pyenv has no Python {version}")
     if match:
         env["PYENV_VERSION"] = match[-1]
-    out = subprocess.run([exe, "-c", script, str(provenance.PACKAGE / "provenance.py")], capture_output=True,
+    out = subprocess.run([exe, "-c", script, str(provenance.PACKAGE / "plumbing" / "provenance.py")], capture_output=True,
                          text=True, env=env)
     if out.returncode != 0:
         pytest.skip(f"python{version} did not run: {out.stderr[-300:]}")
     theirs = json.loads(out.stdout)
-    ours = {p.stem: provenance.sha256_json(provenance.code_text(p.read_text(encoding="utf-8")))
-            for p in sorted(provenance.PACKAGE.glob("*.py"))}
+    ours = {str(p.relative_to(provenance.PACKAGE)): provenance.sha256_json(provenance.code_text(p.read_text(encoding="utf-8")))
+            for p in sorted(provenance.PACKAGE.rglob("*.py"))}
     assert theirs == ours
 
 
 def test_runs_identity_does_not_hold_the_measurement_code():
     """A run reads only the names of the exploited sources (in its identity), not how they were measured:
     editing the measurement (speed columns, plots) must not retrain every run."""
-    assert "source_measurement" not in provenance._closure("runs")
-    assert "source_measurement" in provenance._closure("study")
+    assert "study.source_measurement" not in provenance._closure("study.runs")
+    assert "study.source_measurement" in provenance._closure("study.pipeline")
 
 
 def test_changed_fields_names_nested_differences():
@@ -435,7 +440,7 @@ def test_default_run_leaves_the_extended_study_out_and_its_chapters_out_of_the_b
 
 
 def test_prune_lists_then_removes_only_what_no_current_setting_uses(smoke):
-    from tpo_core import prune
+    from tpo_core.commands import prune
 
     seed = smoke.preset.seeds[0]
     S.run(smoke, "no-transfer", seed)
@@ -468,7 +473,8 @@ def test_the_architecture_page_lists_the_code_each_step_identity_covers():
     import re
 
     text = (provenance.PACKAGE.parent / "docs" / "architecture.md").read_text()
-    rows = re.findall(r"<!-- modules:([a-z_,]+) -->([^|\n]*)", text)
-    assert {r[0] for r in rows} == {"runs", "judging,policy,oracle", "sft_recipe", "source_measurement"}
+    rows = re.findall(r"<!-- modules:([a-z_.,]+) -->([^|\n]*)", text)
+    assert {r[0] for r in rows} == {"study.runs", "study.judging,world.policy,world.oracle", "world.sft_recipe",
+                                    "study.source_measurement"}
     for modules, listed in rows:
-        assert re.findall(r"`([a-z_0-9]+)`", listed) == provenance.code_modules(*modules.split(",")), modules
+        assert re.findall(r"`([a-z_0-9.]+)`", listed) == provenance.code_modules(*modules.split(",")), modules

@@ -1,4 +1,4 @@
-"""Tests for tpo_core.data (the committed Debian-descriptions dataset) and scripts/build_debian_data.py.
+"""Tests for tpo_core.world.data (the committed Debian-descriptions dataset) and scripts/build_debian_data.py.
 
 The committed file is checked for its checksum, leakage-free splits and split sizes; the build script's
 parsing and processing run on small synthetic inputs, so nothing here reads ../shared or the network.
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core import data
+from tpo_core.world import data
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("build_debian_data", ROOT / "scripts" / "build_debian_data.py")

@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from test_study import paper_stand_ins, smoke  # noqa: F401  (the stand-in fixtures)
-from tpo_core import sharding as D
-from tpo_core import study as S
+from tpo_core.plumbing import sharding as D
+from tpo_core.study import pipeline as S
 
 #: Weights after training, two processes (w2) against one (w1), both from w0: the relative difference of the
 #: training update, ||w2 - w1|| / ||w1 - w0||, at most ``REL_TOL``, and no entry further apart than
@@ -74,7 +74,7 @@ def test_local_batches_partition_each_global_batch(n, per_device, world):
 
 
 def test_stream_generator_is_a_function_of_its_inputs():
-    from tpo_core.streams import stream_generator
+    from tpo_core.plumbing.streams import stream_generator
 
     draw = lambda *a: torch.rand(4, generator=stream_generator(*a))  # noqa: E731
     torch.testing.assert_close(draw(1001, 8, 0), draw(1001, 8, 0))
@@ -115,8 +115,8 @@ class _Number:
 @pytest.mark.parametrize("group_size", [1, 3, 5])
 @pytest.mark.parametrize("policy", ["paper-ucb", "thompson"])
 def test_sharded_collection_equals_collect_iteration_for_fixed_responses(group_size, policy):
-    from tpo_core.empirical import collect_iteration
-    from tpo_core.selection import TransferSelector
+    from tpo_core.tpo.empirical import collect_iteration
+    from tpo_core.tpo.selection import TransferSelector
 
     docs = [f"doc {i}" for i in range(23)]  # chunks of 4 with a partial last one
     out = []
@@ -148,7 +148,7 @@ TRAIN_CASES = [("t5", 8, 2, 1), ("t5", 7, 2, 1), ("t5", 5, 2, 1), ("llama", 5, 2
 def _train(case, num_processes):
     from test_trainer import make_pairs, tiny_model, tiny_tokenizer
 
-    from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
+    from tpo_core.tpo.trainer import PreferenceConfig, PreferenceTrainer
 
     kind, n, per_device, accum = case
     tok = tiny_tokenizer()
@@ -157,7 +157,7 @@ def _train(case, num_processes):
                            grad_accum=accum, progress=False, seed=0)
     trainer = PreferenceTrainer(model, tok, replace(cfg, ref_batch_size=3))
     ref = trainer.reference_logprobs(make_pairs(n)).cpu()  # blocks of 3 pairs: dealt unevenly to 2 processes
-    logs = trainer.train_iteration(make_pairs(n), None, 1)
+    logs = trainer.train_iteration(make_pairs(n), 1)
     return torch.cat([p.detach().flatten() for p in model.parameters()]), logs, ref
 
 
@@ -223,7 +223,7 @@ def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
     PartialState(cpu=True)  # joins the launch's process group (it sets a thread count: reset below)
     torch.set_num_threads(1)
 
-    from tpo_core import trainer
+    from tpo_core.tpo import trainer
 
     rank = PartialState().process_index
     renames, local = [], []
@@ -237,13 +237,13 @@ def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
         setattr(os, name, spy)
     import accelerate.utils
 
-    real_gather = accelerate.utils.gather_object  # what tpo_core.sharding.gather and the trainer call
+    real_gather = accelerate.utils.gather_object  # what tpo_core.plumbing.sharding.gather and the trainer call
     accelerate.utils.gather_object = lambda obj: local.append(obj) or real_gather(obj)
     real_train = trainer.PreferenceTrainer.train_iteration
 
-    def train_spy(self, pairs, out_dir, iteration):
+    def train_spy(self, pairs, iteration):
         (log_dir / f"pairs_{rank}.json").write_text(json.dumps(pairs))
-        return real_train(self, pairs, out_dir, iteration)
+        return real_train(self, pairs, iteration)
 
     trainer.PreferenceTrainer.train_iteration = train_spy
     t0 = time.perf_counter()
@@ -281,7 +281,7 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     seed = smoke1.preset.seeds[0]
     one, two = replace(smoke1, root=tmp_path / "one"), replace(smoke1, root=tmp_path / "two")
     # one process, sharded mode (the grouped random streams), same thread count as each launched process
-    from tpo_core import trainer
+    from tpo_core.tpo import trainer
 
     pairs_one = []
     real_train = trainer.PreferenceTrainer.train_iteration
@@ -370,7 +370,7 @@ def test_paper_preset_on_two_processes_with_stand_ins(paper_stand_ins, tmp_path)
     """The paper preset's wiring (tiny random stand-ins under its Hub names) through a 2-process launch."""
     from accelerate import debug_launcher
 
-    from tpo_core.presets import get_preset
+    from tpo_core.world.presets import get_preset
 
     p = get_preset("paper", prompts_per_iteration=4, pool_size=4, n_candidates=4, top_k=2, n_iterations=1,
                    seeds=(100,), max_input_tokens=32, max_new_tokens=6, n_test_prompts=4, batch_size=2,
@@ -390,8 +390,8 @@ def test_paper_preset_on_two_processes_with_stand_ins(paper_stand_ins, tmp_path)
     assert not [f for f in _files(tmp_path) if ".tmp" in f]
 
 
-def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path):
-    """The README's command, ``accelerate launch --num_processes 2 -m tpo_core.distributed``, on CPU with the
+def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path, capsys):
+    """The README's command, ``accelerate launch --num_processes 2 -m tpo_core.commands.distributed``, on CPU with the
     paper preset's tiny stand-ins: one TPO iteration and its evaluation, end to end."""
     import shutil
     import subprocess
@@ -406,7 +406,7 @@ def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path):
     # with no CUDA device every process then joins a gloo group on the CPU (PartialState(cpu=True))
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29512",
-           "-m", "tpo_core.distributed", "--preset", "paper", "--run", "tpo", "--results-root", str(tmp_path),
+           "-m", "tpo_core.commands.distributed", "--preset", "paper", "--run", "tpo", "--results-root", str(tmp_path),
            "--group-size", "1", "--evaluate",
            *[a for k, v in sets.items() for a in ("--set", f"{k}={v!r}")],
            *[a for k, v in paper_stand_ins.items() for a in ("--model-path", f"{k}={v}")]]
@@ -422,6 +422,17 @@ def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path):
     [e] = (tmp_path / "paper" / "eval" / "tpo").glob("*/*/seed_100.csv")
     e = pd.read_csv(e)
     assert len(e) == 4 and np.isfinite(e.gold).all()
+    # prune judges the launch's results by the launch's batching: used with --group-size, not from one process
+    from tpo_core.commands import prune
+
+    argv = ["--preset", "paper", "--results-dir", str(tmp_path), *[a for k, v in sets.items() for a in ("--set", f"{k}={v!r}")]]
+    status = {}
+    for name, extra in (("launch", ["--group-size", "1"]), ("one process", [])):
+        capsys.readouterr()
+        prune.main([*argv, *extra])
+        lines = capsys.readouterr().out.splitlines()
+        status[name] = {ln.split()[0] for ln in lines if f"runs/tpo/{d.parent.name}" in ln}
+    assert status == {"launch": {"used"}, "one process": {"UNUSED"}}
 
 
 def test_trainer_refuses_engines_it_does_not_support():
@@ -431,7 +442,7 @@ def test_trainer_refuses_engines_it_does_not_support():
     from accelerate.utils import DistributedType
     from test_trainer import tiny_model, tiny_tokenizer
 
-    from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
+    from tpo_core.tpo.trainer import PreferenceConfig, PreferenceTrainer
 
     tok = tiny_tokenizer()
     for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP):

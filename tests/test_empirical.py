@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core.empirical import build_candidates, transfer_win
+from tpo_core.tpo.empirical import build_candidates, transfer_win
 
 
 def test_null_arm_keeps_online_responses():
@@ -50,8 +50,8 @@ def test_bad_input(call, match):
 # ---------------------------------------------------------------------------- the collection loop
 import torch  # noqa: E402
 
-from tpo_core.empirical import collect_iteration  # noqa: E402
-from tpo_core.selection import TransferSelector  # noqa: E402
+from tpo_core.tpo.empirical import collect_iteration  # noqa: E402
+from tpo_core.tpo.selection import TransferSelector  # noqa: E402
 
 
 class FakePolicy:
@@ -123,9 +123,10 @@ def test_an_arm_without_a_source_is_an_error():
 
 
 # ---------------------------------------------------------------------------- a whole method, tiny
-from tpo_core.data import load_debian  # noqa: E402
-from tpo_core.empirical import make_selector, run_method  # noqa: E402
-from tpo_core.presets import get_preset  # noqa: E402
+from tpo_core.world.data import load_debian  # noqa: E402
+from tpo_core.tpo.empirical import make_selector  # noqa: E402
+from tpo_core.study.run_loop import run_method  # noqa: E402
+from tpo_core.world.presets import get_preset  # noqa: E402
 
 
 class LengthGold:
@@ -137,9 +138,9 @@ class LengthGold:
 
 @pytest.fixture(scope="module")
 def smoke_setup(tmp_path_factory):
-    from tpo_core import policy_config as P
-    from tpo_core import sft as F
-    from tpo_core.sources import make_source
+    from tpo_core.world import policy_config as P
+    from tpo_core.world import sft as F
+    from tpo_core.world.sources import make_source
 
     df = load_debian("sft").iloc[:64]
     pol = F.train_sft(P.SMOKE, df, cache_dir=tmp_path_factory.mktemp("pi0"), progress=False)
@@ -147,7 +148,7 @@ def smoke_setup(tmp_path_factory):
 
 
 def _trainer(pol):
-    from tpo_core.trainer import PreferenceConfig, PreferenceTrainer
+    from tpo_core.tpo.trainer import PreferenceConfig, PreferenceTrainer
 
     cfg = PreferenceConfig(epochs=1, batch_size=2, grad_accum=1, warmup_steps=0, lr=1e-3, progress=False)
     return PreferenceTrainer(pol.model, pol.encode, cfg)
@@ -173,7 +174,7 @@ def test_run_method_end_to_end_and_resume(smoke_setup, tmp_path, monkeypatch):
 
     timings = [(tmp_path / f"timing_iter_{k}.json").read_text() for k in range(1, preset.n_iterations + 1)]
     assert all(json.loads(t)["seconds"] > 0 for t in timings)  # each computed iteration records its seconds
-    monkeypatch.setattr("tpo_core.empirical.collect_iteration", boom)
+    monkeypatch.setattr("tpo_core.tpo.empirical.collect_iteration", boom)
     again = run_method("tpo", pol, _trainer(pol), out_dir=tmp_path, **kw)
     pd.testing.assert_frame_equal(again["arms"], arms)
     assert [(tmp_path / f"timing_iter_{k}.json").read_text() for k in range(1, preset.n_iterations + 1)] == timings

@@ -1,10 +1,10 @@
-"""tpo_core.evaluation: closed forms, scipy as an oracle, and interval coverage."""
+"""tpo_core.study.evaluation: closed forms, scipy as an oracle, and interval coverage."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from tpo_core import evaluation as ev
+from tpo_core.study import evaluation as ev
 
 
 def test_pairwise_outcomes_ties_count_half():
@@ -124,7 +124,7 @@ def test_bad_input(call, match):
 
 
 def test_side_of_an_interval():
-    from tpo_core.evaluation import side_of
+    from tpo_core.study.evaluation import side_of
     assert side_of(50.1, 60) == "above" and side_of(40, 49.9) == "below"
     assert side_of(50, 60) == "contains" and side_of(40, 50) == "contains"  # touching 50: not excluded
     assert side_of(float("nan"), float("nan")) == "no interval" and side_of(float("nan"), 60) == "no interval"
@@ -132,7 +132,7 @@ def test_side_of_an_interval():
 
 
 def test_ratio_of_means_ci_is_paired_and_brackets_the_ratio():
-    from tpo_core.evaluation import normal_band, ratio_of_means_ci
+    from tpo_core.study.evaluation import normal_band, ratio_of_means_ci
 
     rng = np.random.default_rng(0)
     b = rng.uniform(10, 20, size=12)

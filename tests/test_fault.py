@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tpo_core import reproduce
+from tpo_core.commands import reproduce
 
 pytestmark = pytest.mark.fault
 
@@ -26,7 +26,7 @@ TIMED_COLUMNS = {"seconds", "score_seconds", "candidates_per_s", "seconds_per_se
 
 
 def _start(results: Path, executed: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tpo_core.reproduce", "--quick", "--extended", "--no-book", "--no-progress",
+    cmd = [sys.executable, "-m", "tpo_core.commands.reproduce", "--quick", "--extended", "--no-book", "--no-progress",
            "--results-dir", str(results), "--executed-dir", str(executed)]
     return subprocess.Popen(cmd, cwd=reproduce.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

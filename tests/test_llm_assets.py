@@ -1,4 +1,4 @@
-"""Tests for the pretrained-LLM sources: :func:`tpo_core.llm_assets.ensure_llm` and ``make_source("llm-logprob",
+"""Tests for the pretrained-LLM sources: :func:`tpo_core.world.llm_assets.ensure_llm` and ``make_source("llm-logprob",
 asset=...)``.
 
 The asset pipeline (locating the package files, joining and hashing the GGUF, the atomic cache with its manifest,
@@ -22,8 +22,9 @@ import zipfile  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tpo_core import llm_assets as assets, wheel_parts  # noqa: E402
-from tpo_core.sources import LLM_ASSET_DEFAULTS, LLMLogProb, make_source  # noqa: E402
+from tpo_core.world import llm_assets as assets  # noqa: E402
+from tpo_core.world import wheel_parts
+from tpo_core.world.sources import LLM_ASSET_DEFAULTS, LLMLogProb, make_source  # noqa: E402
 
 from test_sources import build_tiny_llama  # noqa: E402  (tests/test_sources.py)
 

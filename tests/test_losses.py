@@ -1,4 +1,4 @@
-"""tpo_core.losses against closed forms and against TRL 1.13's own loss code on the same log-probabilities.
+"""tpo_core.tpo.losses against closed forms and against TRL 1.13's own loss code on the same log-probabilities.
 
 TRL has no stand-alone sigmoid/IPO function in 1.13: both are inline in ``DPOTrainer._compute_loss`` (which
 starts from the model's logits) and the sigmoid one also in the static
@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tpo_core.losses import dpo_loss, ipo_loss, xpo_loss_authors, xpo_loss_trl
+from tpo_core.tpo.losses import dpo_loss, ipo_loss, xpo_loss_authors, xpo_loss_trl
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 

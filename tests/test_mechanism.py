@@ -1,11 +1,11 @@
-"""The mechanism diagnostics (tpo_core.mechanism) on the smoke study: closed forms, recomputation, caching."""
+"""The mechanism diagnostics (tpo_core.study.mechanism) on the smoke study: closed forms, recomputation, caching."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core import mechanism as M
-from tpo_core import study as S
+from tpo_core.study import mechanism as M
+from tpo_core.study import pipeline as S
 
 
 def test_distinct_n_closed_forms():
@@ -38,7 +38,7 @@ def test_pair_diagnostics_recompute_the_policies(trained, monkeypatch):
     assert (diag.gold_margin > 0).all()  # best minus worst of a kept prompt
     # the pair's log-probabilities before iteration 1 are pi_0's, recomputed here directly
     first = diag[(diag.method == "no-transfer") & (diag.seed == p.seeds[0]) & (diag.iteration == 1)]
-    from tpo_core.empirical import iteration_prompts
+    from tpo_core.study.run_loop import iteration_prompts
 
     docs, _ = iteration_prompts(p, study.online, p.seeds[0], 1)
     c, r = M.pair_logprobs(study.new_pi0(), [docs[i] for i in first.prompt_idx], list(first.chosen),

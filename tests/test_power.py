@@ -1,4 +1,4 @@
-"""tpo_core.power: the MDE against the noncentral t distribution, the variance split on simulated seeds with
+"""tpo_core.study.power: the MDE against the noncentral t distribution, the variance split on simulated seeds with
 known training and evaluation noise, Holm against its definition."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tpo_core import power as P
+from tpo_core.study import power as P
 
 
 def _power_at(effect_sd_units, n, alpha):
@@ -114,7 +114,7 @@ def test_holm_verdicts_and_mde_columns():
 
 
 def test_half_width_is_the_t_interval_of_a_sample_with_that_sd():
-    from tpo_core.evaluation import t_interval
+    from tpo_core.study.evaluation import t_interval
 
     v = np.array([48.0, 51.0, 55.0, 47.0, 52.0, 50.5])
     mean, lo, hi = t_interval(v)
@@ -164,7 +164,7 @@ def test_variance_split_of_crossed_prompts_counts_the_shared_prompt_effect_apart
 
 
 def test_floored_t_never_narrower_than_the_evaluation_noise():
-    from tpo_core.evaluation import t_interval
+    from tpo_core.study.evaluation import t_interval
 
     spread = np.array([0.52, 0.55, 0.49, 0.58, 0.51])
     out = P.floored_t(spread, sd_eval=0.01)  # the seeds vary more than their evaluation noise: the plain t
@@ -193,7 +193,7 @@ def test_floored_t_covers_at_least_its_level_when_seeds_do_not_vary():
 
 
 def test_crossed_interval_covers_the_mean_over_new_seeds_and_new_prompts():
-    from tpo_core.evaluation import t_interval
+    from tpo_core.study.evaluation import t_interval
 
     rng = np.random.default_rng(7)
     hits, hits_seeds_only = [], []

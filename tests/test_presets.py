@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tpo_core.presets import PRESETS, get_preset
+from tpo_core.world.presets import PRESETS, get_preset
 
 
 def test_paper_preset_matches_the_authors_setup():
@@ -103,7 +103,7 @@ def test_every_shipped_source_spec_is_accepted_and_lists_are_normalised():
 
 def test_each_loss_has_its_learning_rate():
     """DPO takes ``learning_rate``; IPO its own rate, or the paper's 1e-5 / 5e-5 of the DPO rate when unset."""
-    from tpo_core.presets import IPO_DPO_RATIO, learning_rate
+    from tpo_core.world.presets import IPO_DPO_RATIO, learning_rate
 
     paper = get_preset("paper")
     assert learning_rate(paper, "dpo") == 5e-5 and learning_rate(paper, "ipo") == pytest.approx(1e-5)

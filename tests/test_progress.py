@@ -1,8 +1,8 @@
-"""tpo_core.progress: the open bars are mirrored to $TPO_CORE_PROGRESS, nested, counted after the body."""
+"""tpo_core.plumbing.progress: the open bars are mirrored to $TPO_CORE_PROGRESS, nested, counted after the body."""
 
 import time
 
-from tpo_core import progress as G
+from tpo_core.plumbing import progress as G
 
 
 def test_bars_are_reported_nested_and_removed_when_closed(tmp_path, monkeypatch):

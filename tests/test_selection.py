@@ -1,4 +1,4 @@
-"""Tests for tpo_core.selection.TransferSelector (paper §5, Alg. 3; authors' UCB, annotate_data/utils.py).
+"""Tests for tpo_core.tpo.selection.TransferSelector (paper §5, Alg. 3; authors' UCB, annotate_data/utils.py).
 
 Deterministic rule checks, validation, persistence and seeding, statistical behaviour on simulated Bernoulli
 arms, and (when mabwiser is installed) mabwiser's UCB1 and Thompson sampling as oracles.
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core.selection import TransferSelector
+from tpo_core.tpo.selection import TransferSelector
 
 SQ = math.sqrt
 

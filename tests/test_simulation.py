@@ -1,11 +1,11 @@
-"""Tests of the tabular TPO simulation (tpo_core.simulation)."""
+"""Tests of the tabular TPO simulation (tpo_core.theory.simulation)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core import simulation as sim
-from tpo_core.theory import kl_divergence, optimal_policy, value_gap
+from tpo_core.theory import simulation as sim
+from tpo_core.theory.exact import kl_divergence, optimal_policy, value_gap
 
 SMALL = dict(n_prompts=4, n_responses=6, T=600, N=50)
 
@@ -166,7 +166,7 @@ def test_online_ignores_the_sources():
 
 
 def test_loglog_slope_recovers_known_exponents():
-    from tpo_core.simulation import curve_steps, loglog_slope
+    from tpo_core.theory.simulation import curve_steps, loglog_slope
 
     t = curve_steps(1000)
     assert t[0] == 1 and t[-1] == 1000 and np.all(np.diff(t) > 0)
@@ -175,7 +175,7 @@ def test_loglog_slope_recovers_known_exponents():
 
 
 def test_summarize_run_splits_regret_and_counts_shares():
-    from tpo_core.simulation import simulate, summarize_run
+    from tpo_core.theory.simulation import simulate, summarize_run
 
     df = simulate("tpo", n_prompts=3, n_responses=4, source_mix=(0.1, 1.0), T=250, N=50, seed=2)
     out = summarize_run(df, N=50, n_sources=2)

@@ -1,4 +1,4 @@
-"""Tests for tpo_core.sources (source rewards, registry, Best-of-N) and tpo_core.assets (offline model files).
+"""Tests for tpo_core.world.sources (source rewards, registry, Best-of-N) and tpo_core.world.assets (offline model files).
 
 Most tests use tiny random models built offline in a temporary folder (a 2-layer BERT with a hand-made
 WordPiece vocabulary; a 2-layer Llama with a byte-level BPE tokenizer trained on a few sentences). Two tests use
@@ -19,10 +19,12 @@ import zipfile  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tpo_core import assets, common, wheel_parts  # noqa: E402
-from tpo_core.provenance import verify_dir  # noqa: E402
-from tpo_core.sources import (SOURCE_NAMES, BERTScore, LLMLogProb, RougeLsum, best_of_n,  # noqa: E402
-                              make_source)
+from tpo_core.world import assets  # noqa: E402
+from tpo_core.plumbing import common
+from tpo_core.world import wheel_parts
+from tpo_core.plumbing.provenance import verify_dir  # noqa: E402
+from tpo_core.tpo.preferences import best_of_n  # noqa: E402
+from tpo_core.world.sources import SOURCE_NAMES, BERTScore, LLMLogProb, RougeLsum, make_source  # noqa: E402
 
 from helpers import WORDS, build_tiny_bert  # noqa: E402  (tests/helpers.py)
 
@@ -371,3 +373,53 @@ def test_mpnet_installed_parts_lookup(tmp_path, monkeypatch):
     assert common.cache_root() == tmp_path / "root"
     with pytest.raises(assets.AssetMissingError, match=str(tmp_path / "root" / "all-mpnet-base-v2")):
         assets.ensure_mpnet()
+
+
+_MY_SOURCES = '''import numpy as np
+
+from tpo_core.world.sources import CallableSource
+
+
+def length_source(scale=1.0, progress=True):
+    """A toy source: longer is better."""
+    return CallableSource("length", lambda p, r, f: np.array([scale * len(x) for x in r]), progress=progress)
+'''
+
+
+def test_your_own_source_is_a_preset_source_keyed_by_its_code(tmp_path, monkeypatch):
+    """register_source: a preset names the new kind, validate checks its keywords, and the run's identity holds
+    the sha256 of the module that defines it, so an edit to that code recomputes the runs that use it."""
+    import hashlib
+    import importlib
+    from dataclasses import replace
+
+    from tpo_core.study import pipeline as S
+    from tpo_core.world import sources
+    from tpo_core.world.presets import get_preset, validate
+
+    (tmp_path / "my_sources.py").write_text(_MY_SOURCES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    my = importlib.import_module("my_sources")
+    sources.register_source("length", my.length_source)
+    try:
+        smoke = get_preset("smoke")
+        spec = {"kind": "length", "scale": 2.0}
+        validate(replace(smoke, sources={**smoke.sources, "length": spec}))
+        with pytest.raises(ValueError, match="bogus"):
+            validate(replace(smoke, sources={**smoke.sources, "length": {"kind": "length", "bogus": 1}}))
+        with pytest.raises(ValueError, match="new non-empty name"):
+            sources.register_source("rougeLsum", my.length_source)
+        np.testing.assert_array_equal(make_source("length", scale=2.0).score(["p", "p"], ["ab", "abcd"], ["r", "r"]),
+                                      [4.0, 8.0])
+        assert sources.source_identity({"kind": "rougeLsum"}) == {"kind": "rougeLsum"}
+        code = hashlib.sha256(_MY_SOURCES.encode()).hexdigest()
+        assert sources.source_identity(spec) == {**spec, "code": code}
+        study = S.load_study(replace(smoke, sources={**smoke.sources, "length": spec}),
+                             results_root=tmp_path / "results", with_models=False, sources="none")
+        assert S.run_identity(study, "tpo", 0)["arms"]["length"] == {**spec, "code": code}
+        key = S.run_key(study, "tpo")
+        (tmp_path / "my_sources.py").write_text(_MY_SOURCES + "\n\nVERSION = 2\n")
+        sources.register_source("length", importlib.reload(my).length_source)
+        assert S.run_key(study, "tpo") != key
+    finally:
+        sources._REGISTRY.pop("length", None)

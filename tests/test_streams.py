@@ -1,14 +1,14 @@
-"""The random streams of the study (tpo_core.streams): one named derivation per purpose, and no two purposes or
+"""The random streams of the study (tpo_core.plumbing.streams): one named derivation per purpose, and no two purposes or
 seeds share a stream."""
 
 import numpy as np
 import pytest
 import torch
 
-from tpo_core import streams
-from tpo_core.pilot import PILOT_SEEDS
-from tpo_core.presets import PRESETS
-from tpo_core.tuning import TUNING_SEEDS
+from tpo_core.plumbing import streams
+from tpo_core.study.pilot import PILOT_SEEDS
+from tpo_core.world.presets import PRESETS
+from tpo_core.study.tuning import TUNING_SEEDS
 
 
 def test_every_preset_tuning_and_pilot_seed_draws_from_its_own_streams():

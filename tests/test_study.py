@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core import study as S
-from tpo_core.presets import get_preset
-from tpo_core.report import cpu_flags
+from tpo_core.study import pipeline as S
+from tpo_core.world.presets import get_preset
+from tpo_core.study.report import cpu_flags
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_gold_autocast_flag_reaches_the_human(tmp_path, monkeypatch):
     assert get_preset("embedded").gold_autocast_bf16 == "auto"  # the hour budget relies on it
     import torch
 
-    from tpo_core import oracle
+    from tpo_core.world import oracle
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     for native in (False, True):
         for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
@@ -164,7 +164,7 @@ def test_runs_evaluation_and_table1(smoke):
 def test_a_rerun_is_loaded_not_retrained(smoke, monkeypatch):
     S.measure_sources(smoke, n_prompts=6, seed=0)
     first = S.run(smoke, "no-transfer", smoke.preset.seeds[0])["arms"]
-    from tpo_core import trainer
+    from tpo_core.tpo import trainer
 
     def boom(*a, **k):
         raise AssertionError("a finished run must not train again")
@@ -197,7 +197,7 @@ def paper_stand_ins(tmp_path_factory, smoke):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from helpers import build_tiny_bert
-    from tpo_core.policy import Policy
+    from tpo_core.world.policy import Policy
 
     d = tmp_path_factory.mktemp("hub")
     t5 = Policy.load(smoke.pi0_dir)  # a tiny T5 with a T5-style tokenizer
@@ -237,7 +237,7 @@ def test_paper_preset_wiring_with_tiny_stand_ins(paper_stand_ins, tmp_path):
 def test_reward_model_gold_scores_the_chat_text(paper_stand_ins):
     import torch
 
-    from tpo_core.oracle import RewardModelGold
+    from tpo_core.world.oracle import RewardModelGold
 
     rm_dir = paper_stand_ins["sfairXC/FsfairX-LLaMA3-RM-v0.1"]
     rm = RewardModelGold(rm_dir, batch_size=1, progress=False)
@@ -255,8 +255,8 @@ def test_reward_model_gold_scores_the_chat_text(paper_stand_ins):
 def test_seq2seq_logprob_source_is_the_policy_log_likelihood(paper_stand_ins, smoke):
     import torch
 
-    from tpo_core.policy import Policy
-    from tpo_core.sources import make_source
+    from tpo_core.world.policy import Policy
+    from tpo_core.world.sources import make_source
 
     t5_dir = paper_stand_ins["google-t5/t5-base"]
     docs = list(smoke.online.document.iloc[:3])
@@ -277,14 +277,14 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
     S.measure_sources(smoke, n_prompts=6, seed=0)
     seed = smoke.preset.seeds[0]
     S.run(smoke, "tpo", seed)
-    from tpo_core import trainer
+    from tpo_core.tpo import trainer
 
     trained = []
     real = trainer.PreferenceTrainer.train_iteration
 
-    def spy(self, pairs, out_dir, iteration):
+    def spy(self, pairs, iteration):
         trained.append(iteration)
-        return real(self, pairs, out_dir, iteration)
+        return real(self, pairs, iteration)
 
     monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration", spy)
     S.run(smoke, "tpo-carried", seed)
@@ -314,7 +314,7 @@ def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):
                                   tpo_eval[tpo_eval.iteration == 1].reset_index(drop=True))
     pol = smoke.new_pi0()
     pol.model.load_state_dict(type(pol.model).from_pretrained(S.run_dir(smoke, "tpo-carried", seed) / "iter_1").state_dict())
-    from tpo_core import table1 as T
+    from tpo_core.study import table1 as T
 
     np.testing.assert_array_equal(T.gold_on_prompts(smoke, pol, 10_000 + seed).ravel(), carried[carried.iteration == 1].gold.to_numpy())
     calls.clear()
@@ -327,7 +327,7 @@ def test_iteration_one_online_batch_is_computed_once_and_shared_exactly(tmp_path
     and their human scores are computed once per seed, and a recomputation gives exactly the same runs."""
     import json
 
-    from tpo_core.empirical import iteration_prompts
+    from tpo_core.study.run_loop import iteration_prompts
 
     study = S.load_study("smoke", results_root=tmp_path)
     S.measure_sources(study, n_prompts=6, seed=0)

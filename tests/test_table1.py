@@ -1,4 +1,4 @@
-"""tpo_core.table1.declared_table: the analysis declared before the data (one primary contrast, the positive
+"""tpo_core.study.table1.declared_table: the analysis declared before the data (one primary contrast, the positive
 control, the secondary cells), each role its own Holm family, each comparison on the seeds its runs have."""
 
 from types import SimpleNamespace
@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tpo_core import power
-from tpo_core.evaluation import pairwise_outcomes
-from tpo_core.presets import get_preset
-from tpo_core.table1 import PRIMARY, declared_table
+from tpo_core.study import power
+from tpo_core.study.evaluation import pairwise_outcomes
+from tpo_core.world.presets import get_preset
+from tpo_core.study.table1 import PRIMARY, declared_table
 
 SEEDS = (1, 2, 3, 4, 5, 6)
 

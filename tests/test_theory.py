@@ -1,4 +1,4 @@
-"""tpo_core.theory against closed forms, identities and the paper's lemmas."""
+"""tpo_core.theory.exact against closed forms, identities and the paper's lemmas."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
-from tpo_core import theory as th
+from tpo_core.theory import exact as th
 
 
 def _instance(seed, n_states=3, n_actions=4, R=1.0, beta=0.5):

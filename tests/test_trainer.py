@@ -1,4 +1,4 @@
-"""tpo_core.trainer on tiny random T5 and Llama models (built from configs, offline, a few ms per step)."""
+"""tpo_core.tpo.trainer on tiny random T5 and Llama models (built from configs, offline, a few ms per step)."""
 
 import math
 
@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tpo_core.trainer import (LOG_COLUMNS, PreferenceConfig, PreferenceTrainer, latest_checkpoint, make_encode,
+from tpo_core.study.checkpoints import latest_checkpoint, resume, train_or_load
+from tpo_core.tpo.trainer import (LOG_COLUMNS, PreferenceConfig, PreferenceTrainer, make_encode,
                               sequence_logprobs)
 
 WORDS = ("the a cat dog sat on mat is eating food bread man piece of sky blue library for python tool command "
@@ -145,7 +146,7 @@ def test_causal_encoding_masks_prompt_and_keeps_its_end(tok):
 def test_a_few_steps_reduce_the_dpo_loss(tok, kind):
     model = tiny_model(kind, tok)
     pairs = make_pairs(8)
-    logs = PreferenceTrainer(model, tok, cfg(epochs=4)).train_iteration(pairs, None, 0)
+    logs = PreferenceTrainer(model, tok, cfg(epochs=4)).train_iteration(pairs, 0)
     assert list(logs.columns) == list(LOG_COLUMNS) and len(logs) == 16
     first, last = logs.iloc[0], logs.iloc[-1]
     # step 1: π = π_ref (reference = previous iterate, precomputed), so the loss is log 2 and the KL 0
@@ -159,7 +160,7 @@ def test_other_losses_train(tok, loss_type):
     model = tiny_model("llama", tok)
     pairs = make_pairs(6, ref_sample=loss_type == "xpo-trl")
     logs = PreferenceTrainer(model, tok, cfg(loss_type=loss_type, epochs=3, ipo_length_normalise=True)
-                             ).train_iteration(pairs, None, 0)
+                             ).train_iteration(pairs, 0)
     assert logs.margin.iloc[-1] > 0 and logs.loss.notna().all()
     if loss_type == "ipo":
         assert logs.loss.iloc[0] == pytest.approx(25.0, abs=1e-3)  # (0 − 1/(2β))² at π = π_ref
@@ -169,7 +170,7 @@ def test_other_losses_train(tok, loss_type):
 def test_xpo_trl_needs_a_reference_sample(tok):
     trainer = PreferenceTrainer(tiny_model("llama", tok), tok, cfg(loss_type="xpo-trl"))
     with pytest.raises(ValueError, match="ref_sample"):
-        trainer.train_iteration(make_pairs(2), None, 0)
+        trainer.train_iteration(make_pairs(2), 0)
 
 
 def test_config_validation():
@@ -182,20 +183,20 @@ def test_loop_is_deterministic_for_a_seed(tok):
     runs = []
     for _ in range(2):
         model = tiny_model("t5", tok, seed=1)
-        logs = PreferenceTrainer(model, tok, cfg(epochs=2, seed=7)).train_iteration(make_pairs(6), None, 3)
+        logs = PreferenceTrainer(model, tok, cfg(epochs=2, seed=7)).train_iteration(make_pairs(6), 3)
         runs.append((logs.drop(columns="seconds"), params(model)))
     pd.testing.assert_frame_equal(runs[0][0], runs[1][0], check_exact=True)
     assert torch.equal(runs[0][1], runs[1][1])
     other = tiny_model("t5", tok, seed=1)
-    PreferenceTrainer(other, tok, cfg(epochs=2, seed=8)).train_iteration(make_pairs(6), None, 3)
+    PreferenceTrainer(other, tok, cfg(epochs=2, seed=8)).train_iteration(make_pairs(6), 3)
     assert not torch.equal(params(other), runs[0][1])  # another seed shuffles differently
 
 
 def test_gradient_accumulation_equals_a_larger_batch(tok):
     a, b = tiny_model("llama", tok), tiny_model("llama", tok)
     pairs = make_pairs(4)
-    la = PreferenceTrainer(a, tok, cfg(batch_size=4, grad_accum=1, max_grad_norm=None)).train_iteration(pairs, None, 0)
-    lb = PreferenceTrainer(b, tok, cfg(batch_size=2, grad_accum=2, max_grad_norm=None)).train_iteration(pairs, None, 0)
+    la = PreferenceTrainer(a, tok, cfg(batch_size=4, grad_accum=1, max_grad_norm=None)).train_iteration(pairs, 0)
+    lb = PreferenceTrainer(b, tok, cfg(batch_size=2, grad_accum=2, max_grad_norm=None)).train_iteration(pairs, 0)
     assert len(la) == len(lb) == 1
     assert torch.allclose(params(a), params(b), atol=1e-6)
     assert la.loss.item() == pytest.approx(lb.loss.item(), rel=1e-5)
@@ -206,8 +207,8 @@ def test_reference_initial_keeps_pi0(tok):
     kls = {}
     for reference in ("previous", "initial"):
         trainer = PreferenceTrainer(tiny_model("llama", tok), tok, cfg(reference=reference, epochs=2))
-        trainer.train_iteration(pairs, None, 0)
-        kls[reference] = trainer.train_iteration(pairs, None, 1).implicit_kl.iloc[0]
+        trainer.train_iteration(pairs, 0)
+        kls[reference] = trainer.train_iteration(pairs, 1).implicit_kl.iloc[0]
     assert abs(kls["previous"]) < 1e-4  # re-anchored on π_1
     assert abs(kls["initial"]) > 1e-3  # still measured against π_0
 
@@ -219,18 +220,18 @@ def test_checkpoints_skip_finished_and_redo_interrupted_iterations(tok, tmp_path
     pairs = {k: make_pairs(4, seed=k) for k in range(2)}
     straight = tiny_model("t5", tok)
     trainer = PreferenceTrainer(straight, tok, cfg())
-    expected = {k: trainer.train_iteration(pairs[k], tmp_path / "a", k) for k in range(2)}
+    expected = {k: train_or_load(trainer, pairs[k], tmp_path / "a", k) for k in range(2)}
 
     out = tmp_path / "b"
     first = PreferenceTrainer(tiny_model("t5", tok), tok, cfg())
-    first.train_iteration(pairs[0], out, 0)
+    train_or_load(first, pairs[0], out, 0)
     saved = latest_checkpoint(out)
     assert saved[0] == 0 and {"config.json", "model.safetensors", "logs.csv", "preference_config.json",
                               "tokenizer.json"} <= {p.name for p in saved[1].iterdir()}
     # iteration 1 dies after writing the weights, before its logs and the rename
     monkeypatch.setattr(pd.DataFrame, "to_csv", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        first.train_iteration(pairs[1], out, 1)
+        train_or_load(first, pairs[1], out, 1)
     monkeypatch.undo()
     assert latest_checkpoint(out)[0] == 0 and not (out / "iter_1").exists() and not list(out.glob(".iter_1.tmp*"))
     (out / ".iter_1.tmp-killed").mkdir()  # what a SIGKILL during the save leaves behind
@@ -238,32 +239,32 @@ def test_checkpoints_skip_finished_and_redo_interrupted_iterations(tok, tmp_path
 
     # a new process: fresh random model, resume, call every iteration again
     resumed = PreferenceTrainer(tiny_model("t5", tok, seed=5), tok, cfg())
-    assert resumed.resume(out) == 0
+    assert resume(resumed, out) == 0
     assert torch.equal(params(resumed.model), params(T5ForConditionalGeneration.from_pretrained(out / "iter_0")))
     calls = []
     monkeypatch.setattr(resumed, "reference_logprobs", lambda p, f=resumed.reference_logprobs: calls.append(1) or f(p))
-    logs0 = resumed.train_iteration(pairs[0], out, 0)  # finished: skipped, logs read back
+    logs0 = train_or_load(resumed, pairs[0], out, 0)  # finished: skipped, logs read back
     assert calls == []
     pd.testing.assert_frame_equal(logs0.drop(columns="seconds"), expected[0].drop(columns="seconds"),
                                   check_exact=False)
-    logs1 = resumed.train_iteration(pairs[1], out, 1)  # interrupted: redone cleanly
+    logs1 = train_or_load(resumed, pairs[1], out, 1)  # interrupted: redone cleanly
     assert calls == [1] and not list(out.glob(".iter_*.tmp*"))
     assert latest_checkpoint(out)[0] == 1
     pd.testing.assert_frame_equal(logs1.drop(columns="seconds"), expected[1].drop(columns="seconds"))
     assert torch.equal(params(resumed.model), params(straight))
-    assert PreferenceTrainer(tiny_model("t5", tok), tok, cfg()).resume(tmp_path / "empty") is None
+    assert resume(PreferenceTrainer(tiny_model("t5", tok), tok, cfg()), tmp_path / "empty") is None
 
 
 def test_partial_accumulation_groups_and_log_every(tok):
     # 5 pairs, 2 per micro-batch -> 3 micro-batches -> 2 optimizer steps per epoch (the last one partial)
     logs = PreferenceTrainer(tiny_model("llama", tok), tok, cfg(batch_size=2, grad_accum=2, epochs=2, log_every=2,
-                                                                warmup_steps=1)).train_iteration(make_pairs(5), None, 0)
+                                                                warmup_steps=1)).train_iteration(make_pairs(5), 0)
     assert logs.step.tolist() == [2, 4] and logs.epoch.tolist() == [0, 1]
     assert logs.lr.iloc[0] == pytest.approx(3e-3)  # lr of step 2: warm-up over, cosine just started
 
 
 def test_bench_smoke(tmp_path):
-    from tpo_core import bench
+    from tpo_core.commands import bench
 
     out = bench.main(["--tiny", "--out", str(tmp_path / "bench.csv"), "--pairs", "2", "--prompt-tokens", "6",
                       "--response-tokens", "3", "--steps", "1", "--rounds", "1"])

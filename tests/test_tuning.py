@@ -1,11 +1,12 @@
-"""The tuning protocol (tpo_core.tuning) on the smoke preset: unreported seeds, held-out prompts, one rule."""
+"""The tuning protocol (tpo_core.study.tuning) on the smoke preset: unreported seeds, held-out prompts, one rule."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tpo_core import presets, tuning
-from tpo_core import study as S
+from tpo_core.world import presets
+from tpo_core.study import tuning
+from tpo_core.study import pipeline as S
 
 
 def test_tuning_seeds_and_prompts_are_never_reported(tmp_path):
@@ -20,8 +21,8 @@ def test_tuning_seeds_and_prompts_are_never_reported(tmp_path):
 
 
 def test_every_run_of_a_loss_is_tuned_but_the_ablations_of_tpos_own_settings():
-    from tpo_core.empirical import CONTROL, METHODS
-    from tpo_core.runs import RUNS
+    from tpo_core.tpo.empirical import CONTROL, METHODS
+    from tpo_core.study.runs import RUNS
 
     assert tuning.TUNED_RUNS["dpo"] == tuple(METHODS)
     for loss, names in tuning.TUNED_RUNS.items():
@@ -79,7 +80,7 @@ def test_tune_runs_every_method_per_value_in_its_own_tree(tmp_path, monkeypatch)
         assert json.loads(ident.read_text())["preset"]["learning_rate"] == lr
     # the final policies differ by learning rate, and a rerun loads the runs instead of training
     assert table.groupby("learning_rate").final_gold.apply(tuple).nunique() == 2
-    from tpo_core import trainer
+    from tpo_core.tpo import trainer
 
     monkeypatch.setattr(trainer.PreferenceTrainer, "train_iteration",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
@@ -92,7 +93,7 @@ def test_tune_ipo_sets_the_ipo_rate_in_a_tree_of_its_own(tmp_path):
     """The IPO runs are tuned by the same rule, their rate in ``ipo_lr_<value>/``; the trainer really uses it."""
     import json
 
-    from tpo_core import runs
+    from tpo_core.study import runs
 
     table = tuning.tune("smoke", [1e-3, 3e-2], loss="ipo", results_root=tmp_path, seeds=[9001],
                         methods=["no-transfer-ipo"], n_prompts=4, progress=False)
