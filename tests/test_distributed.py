@@ -6,7 +6,6 @@ process's pulls and wins equals them); the same pairs on both processes as on on
 within ``REL_TOL``; every file written once, by the main process, atomically, and none left half.
 """
 
-import contextlib
 import json
 import os
 import time
@@ -86,12 +85,12 @@ def test_stream_generator_is_a_function_of_its_inputs():
         D.Sharding(0)
 
 
-def test_one_process_is_unsharded_unless_asked():
-    assert D.current() is None and D.per_device_batch(64) == 64
-    with D.sharded(3) as s:
-        assert D.current() is s and s.group_size == 3 and s.state.num_processes == 1
-        assert D.per_device_batch(64) == 64
-    assert D.current() is None
+def test_one_process_is_unsharded_unless_given_a_sharding():
+    assert D.resolve(None) is None and D.per_device_batch(None, 64) == 64
+    s = D.Sharding(3)
+    assert D.resolve(s) is s and s.state.num_processes == 1 and D.per_device_batch(s, 64) == 64
+    with pytest.raises(TypeError, match="Sharding or None"):
+        D.resolve(3)
 
 
 # ------------------------------------------------- the sharded loop is Alg. 3's loop (peer oracle)
@@ -120,22 +119,21 @@ def test_sharded_collection_equals_collect_iteration_for_fixed_responses(group_s
 
     docs = [f"doc {i}" for i in range(23)]  # chunks of 4 with a partial last one
     out = []
-    for sharding in (contextlib.nullcontext(), D.sharded(group_size)):
+    for sharding in (None, D.Sharding(group_size)):
         sel = TransferSelector(["a", "b", "null"], policy=policy, update_every=4, warmup=4, seed=7)
-        with sharding:
-            pairs, records = collect_iteration(
-                _FixedPolicy(), docs, [f"ref {i}" for i in range(23)], selector=sel,
-                sources={"a": _Number(89), "b": _Number(11)}, gold=_Number(23), n_candidates=4,
-                pool_size=6, top_k=2, seed=3, progress=False)
+        pairs, records = collect_iteration(
+            _FixedPolicy(), docs, [f"ref {i}" for i in range(23)], selector=sel,
+            sources={"a": _Number(89), "b": _Number(11)}, gold=_Number(23), n_candidates=4,
+            pool_size=6, top_k=2, seed=3, progress=False, sharding=sharding)
         out.append((pairs, records, sel.state_dict()))
     (p1, r1, s1), (p2, r2, s2) = out
     assert p1 == p2 and s1 == s2
     pd.testing.assert_frame_equal(r1, r2)
     assert set(r1.arm) == {"a", "b", "null"}  # all arms were used
     with pytest.raises(ValueError, match="no source"):
-        with D.sharded(2):
-            collect_iteration(_FixedPolicy(), docs, docs, selector=TransferSelector(["a", "null"]),
-                              sources={}, gold=_Number(3), n_candidates=4, pool_size=4, top_k=2, seed=0)
+        collect_iteration(_FixedPolicy(), docs, docs, selector=TransferSelector(["a", "null"]),
+                          sources={}, gold=_Number(3), n_candidates=4, pool_size=4, top_k=2, seed=0,
+                          sharding=D.Sharding(2))
 
 
 # -------------------------------------------------------------------- the trainer on two processes
@@ -214,8 +212,9 @@ def smoke1(tmp_path_factory):
     return S.load_study("smoke", results_root=tmp_path_factory.mktemp("dist"), n_iterations=1, seeds=(0,))
 
 
-def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
-    """One process of the launch: run TPO for ``seed``, log every rename and the pairs it trained on."""
+def _worker(study, log_dir, seed, evaluate_pi0):
+    """One process of the launch: run TPO for ``seed`` (``study`` holds the sharding), log every rename and the
+    pairs it trained on."""
     _reset_accelerate()
     from accelerate import PartialState
     from accelerate.utils import reduce
@@ -247,17 +246,14 @@ def _worker(study, log_dir, seed, evaluate_pi0, group_size=1):
 
     trainer.PreferenceTrainer.train_iteration = train_spy
     t0 = time.perf_counter()
-    with D.sharded(group_size):
-        S.run(study, "tpo", seed)
+    S.run(study, "tpo", seed)
     seconds = time.perf_counter() - t0
     # the collection's gathers (lists of outcome dicts; the reference log-probs' and the evaluation's are not)
     collected = [chunk for chunk in local if all(isinstance(o, dict) for o in chunk)]
     if evaluate_pi0:
-        with D.sharded(group_size):
-            S.evaluate_pi0(study, [seed])
+        S.evaluate_pi0(study, [seed])
     # the pooled statistics are an all-reduce of what each process saw: check with accelerate's reduce
-    with D.sharded(group_size):  # the run's folder is keyed by its batching too
-        state = json.loads((S.run_dir(study, "tpo", seed) / "selector_state_iter_1.json").read_text())
+    state = json.loads((S.run_dir(study, "tpo", seed) / "selector_state_iter_1.json").read_text())
     arms = state["config"]["arms"]
     mine = torch.zeros(2, len(arms), dtype=torch.float64)
     for chunk in collected:
@@ -279,7 +275,9 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     from accelerate import debug_launcher
 
     seed = smoke1.preset.seeds[0]
-    one, two = replace(smoke1, root=tmp_path / "one"), replace(smoke1, root=tmp_path / "two")
+    sharding = D.Sharding(group_size)  # the runs' folders are keyed by their batching too
+    one = replace(smoke1, root=tmp_path / "one", sharding=sharding)
+    two = replace(smoke1, root=tmp_path / "two", sharding=sharding)
     # one process, sharded mode (the grouped random streams), same thread count as each launched process
     from tpo_core.tpo import trainer
 
@@ -290,11 +288,10 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with D.sharded(group_size):
-            t0 = time.perf_counter()
-            S.run(one, "tpo", seed)
-            seconds_one = time.perf_counter() - t0
-            S.evaluate_pi0(one, [seed])
+        t0 = time.perf_counter()
+        S.run(one, "tpo", seed)
+        seconds_one = time.perf_counter() - t0
+        S.evaluate_pi0(one, [seed])
     finally:
         torch.set_num_threads(threads)
     monkeypatch.undo()
@@ -303,13 +300,12 @@ def test_two_processes_equal_one(smoke1, tmp_path, monkeypatch, group_size):
     logs = tmp_path / "logs"
     logs.mkdir()
     t0 = time.perf_counter()
-    debug_launcher(_worker, args=(two, logs, seed, True, group_size), num_processes=2)
+    debug_launcher(_worker, args=(two, logs, seed, True), num_processes=2)
     wall = time.perf_counter() - t0
     log = [json.loads((logs / f"log_{r}.json").read_text()) for r in (0, 1)]
     assert [entry["num_processes"] for entry in log] == [2, 2]
 
-    with D.sharded(group_size):  # the runs' folders are keyed by their batching too
-        d1, d2 = S.run_dir(one, "tpo", seed), S.run_dir(two, "tpo", seed)
+    d1, d2 = S.run_dir(one, "tpo", seed), S.run_dir(two, "tpo", seed)
     # identical decisions: every prompt's arm, win and gold scores, byte for byte
     assert (d1 / "records_iter_1.csv").read_bytes() == (d2 / "records_iter_1.csv").read_bytes()
     records = pd.read_csv(d1 / "records_iter_1.csv")
@@ -378,8 +374,8 @@ def test_paper_preset_on_two_processes_with_stand_ins(paper_stand_ins, tmp_path)
     st = S.load_study(p, results_root=tmp_path, model_paths=paper_stand_ins, sources="arms")
     _reset_accelerate()
     debug_launcher(_paper_worker, args=(st, 100), num_processes=2)
-    with D.sharded(D.Sharding().group_size):  # as the launched processes ran: keys include the batching
-        d, ev = S.run_dir(st, "tpo", 100), S.eval_path(st, "tpo", 100)
+    launched = replace(st, sharding=D.Sharding())  # as the launched processes ran: keys include the batching
+    d, ev = S.run_dir(launched, "tpo", 100), S.eval_path(launched, "tpo", 100)
     records = pd.read_csv(d / "records_iter_1.csv")
     assert list(records.prompt_idx) == list(range(p.prompts_per_iteration))
     assert (d / "iter_1" / "model.safetensors").is_file()
@@ -425,7 +421,8 @@ def test_accelerate_launch_runs_the_paper_preset_cli(paper_stand_ins, tmp_path, 
     # prune judges the launch's results by the launch's batching: used with --group-size, not from one process
     from tpo_core.commands import prune
 
-    argv = ["--preset", "paper", "--results-dir", str(tmp_path), *[a for k, v in sets.items() for a in ("--set", f"{k}={v!r}")]]
+    argv = ["--preset", "paper", "--results-dir", str(tmp_path), *[a for k, v in sets.items() for a in ("--set", f"{k}={v!r}")],
+            *[a for k, v in paper_stand_ins.items() for a in ("--model-path", f"{k}={v}")]]
     status = {}
     for name, extra in (("launch", ["--group-size", "1"]), ("one process", [])):
         capsys.readouterr()

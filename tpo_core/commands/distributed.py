@@ -23,14 +23,14 @@ their concept does, and this module is the command line that launches them:
 * Evaluation (:func:`tpo_core.study.pipeline.gold_on_test`): test prompts dealt the same way.
 
 Model calls on other batches can differ in the last float bits, so the exact reference of an ``n``-process
-run is one process inside ``tpo_core.plumbing.sharding.sharded(group_size)`` with the same ``group_size``.
+run is one process whose study was loaded with ``sharding=Sharding(group_size)``, the same ``group_size``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tpo_core.plumbing.sharding import Sharding, sharded
+from tpo_core.plumbing.sharding import Sharding
 
 __all__ = ["main"]
 
@@ -82,15 +82,15 @@ def main(argv=None) -> None:
         from tpo_core.world.presets import get_preset
 
         paths = {**model_paths(get_preset(args.preset, **overrides), args.models_dir), **paths}
-    with sharded(args.group_size):
-        with Sharding().state.main_process_first():  # the main process trains and caches an SFT pi_0 first
-            study = S.load_study(args.preset, results_root=args.results_root, sources="arms",
-                                 model_paths=paths, **overrides)
-        seeds = args.seed or list(study.preset.seeds)
-        for seed in seeds:
-            S.run(study, args.run, seed)
-        if args.evaluate:
-            S.evaluate_run(study, args.run, seeds)
+    sharding = Sharding(args.group_size)
+    with sharding.state.main_process_first():  # the main process trains and caches an SFT pi_0 first
+        study = S.load_study(args.preset, results_root=args.results_root, sources="arms", model_paths=paths,
+                             sharding=sharding, **overrides)
+    seeds = args.seed or list(study.preset.seeds)
+    for seed in seeds:
+        S.run(study, args.run, seed)
+    if args.evaluate:
+        S.evaluate_run(study, args.run, seeds)
     if Sharding().state.is_main_process:
         print(f"done: {args.run}, seeds {seeds}, under {Path(args.results_root) / study.preset.name}")
 

@@ -21,7 +21,6 @@ tuning protocol's trees (``pilot/``, ``tuning/``) are left alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import sys
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import pandas as pd
 from tpo_core.study.judging import eval_settings_key
 from tpo_core.study.loading import Study, load_study
 from tpo_core.plumbing.provenance import sha256_json
-from tpo_core.plumbing.sharding import sharded
+from tpo_core.plumbing.sharding import Sharding
 from tpo_core.commands.reproduce import parse_settings
 from tpo_core.study.runs import RUNS, first_online_dir, run_key
 
@@ -133,12 +132,17 @@ def main(argv=None) -> int:
     ap.add_argument("--group-size", type=int, default=None,
                     help="judge the keys of results made by a multi-process launch with this --group-size "
                          "(their keys include the batching; default: one process, as nox -s reproduce)")
+    ap.add_argument("--model-path", action="append", default=[], metavar="HUB_ID=FOLDER",
+                    help="a local copy of a Hub model or dataset the preset names (the paper preset's data: its keys "
+                         "hold the data's sha256)")
     ap.add_argument("--delete", action="store_true", help="remove the unused folders (after listing them)")
     a = ap.parse_args(argv)
-    study = load_study(a.preset, results_root=a.results_dir, with_models=False, sources="none",
-                       **parse_settings(a.settings))
-    with sharded(a.group_size) if a.group_size is not None else contextlib.nullcontext():
-        prune(study, delete=a.delete)
+    paths = dict(item.split("=", 1) for item in a.model_path if "=" in item)
+    if len(paths) != len(a.model_path):
+        ap.error(f"--model-path expects HUB_ID=FOLDER, got {a.model_path}")
+    study = load_study(a.preset, results_root=a.results_dir, with_models=False, sources="none", model_paths=paths,
+                       sharding=None if a.group_size is None else Sharding(a.group_size), **parse_settings(a.settings))
+    prune(study, delete=a.delete)
     return 0
 
 

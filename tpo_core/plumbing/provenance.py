@@ -259,19 +259,20 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         raise
     return path
 
-def write_text(text: str, path: str | Path) -> Path:
+def write_text(text: str, path: str | Path, sharding=None) -> Path:
     """Write ``text`` to ``path`` atomically, unless the file already holds exactly it (a finished result is not
-    rewritten). In a sharded run (:mod:`tpo_core.plumbing.sharding`) only the main process writes, then all wait."""
+    rewritten). Sharded (``sharding``, :mod:`tpo_core.plumbing.sharding`) only the main process writes, then all
+    wait."""
     from tpo_core.plumbing.sharding import on_main
 
     path = Path(path)
-    on_main(_write_if_changed, path, text)
+    on_main(sharding, _write_if_changed, path, text)
     return path
 
 
-def write_csv(df, path: str | Path) -> Path:
+def write_csv(df, path: str | Path, sharding=None) -> Path:
     """Write the ``pandas.DataFrame`` ``df`` to ``path`` as CSV (no index) with :func:`write_text`."""
-    return write_text(df.to_csv(index=False), path)
+    return write_text(df.to_csv(index=False), path, sharding)
 
 
 def _write_if_changed(path: Path, text: str) -> None:

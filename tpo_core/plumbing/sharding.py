@@ -7,8 +7,9 @@ loop on accelerate's own machinery (``PartialState``, ``gather_object``, ``wait_
 the collection (:func:`tpo_core.tpo.empirical.collect_iteration`), the trainer and the study; the command line
 is :mod:`tpo_core.commands.distributed`.
 
-* :func:`current` says whether this process is sharded: inside a :func:`sharded` block (any number of
-  processes, one included: the exact reference of a multi-process run) or in a multi-process launch.
+* A :class:`Sharding` is passed to what shards (``load_study(sharding=)`` keeps it in the study; any number of
+  processes, one included: the exact reference of a multi-process run); :func:`resolve` gives ``Sharding()`` to a
+  process of a multi-process launch that was passed none.
 * :func:`deal` and :func:`gather` split prompt indices into groups dealt round-robin over the processes and gather the
   results on all of them; :func:`on_main` runs a write once, on the main process, then waits.
 * :func:`per_device_batch` and :func:`local_batches` keep the training batch *global*: independent of the
@@ -19,13 +20,12 @@ A leaf module (it imports nothing from ``tpo_core``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Sharding", "sharded", "current", "process_state", "on_main", "deal", "gather", "per_device_batch",
+__all__ = ["Sharding", "resolve", "process_state", "on_main", "deal", "gather", "per_device_batch",
            "local_batches"]
 
 
@@ -48,9 +48,6 @@ class Sharding:
         return process_state()
 
 
-_ACTIVE: list[Sharding] = []
-
-
 def process_state():
     """``PartialState``, on the CPU where there is no CUDA device, as ``PreferenceTrainer``'s ``Accelerator``
     (so that a launch on CPUs -- ``accelerate launch --multi_gpu`` on a machine without CUDA, torchrun, or
@@ -58,17 +55,6 @@ def process_state():
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
-
-
-@contextlib.contextmanager
-def sharded(group_size: int = 1):
-    """Within this block, collection and evaluation use :class:`Sharding` (``group_size``), on however many
-    processes are running (one included: the reference of a multi-process run)."""
-    _ACTIVE.append(Sharding(group_size))
-    try:
-        yield _ACTIVE[-1]
-    finally:
-        _ACTIVE.pop()
 
 
 def _launched() -> bool:
@@ -79,18 +65,19 @@ def _launched() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def current() -> Sharding | None:
-    """The active sharding: the innermost :func:`sharded` block, else ``Sharding()`` in a multi-process
-    launch, else ``None`` (one process, whole chunks per model call)."""
-    if _ACTIVE:
-        return _ACTIVE[-1]
-    return Sharding() if _launched() else None
+def resolve(sharding: Sharding | None) -> Sharding | None:
+    """The sharding a step runs with: ``sharding`` as passed, or ``Sharding()`` when none is passed in a
+    multi-process launch (a launched process never works as if it were alone), else ``None`` (one process,
+    whole chunks per model call)."""
+    if sharding is not None and not isinstance(sharding, Sharding):
+        raise TypeError(f"sharding must be a Sharding or None, got {type(sharding).__name__}")
+    return sharding if sharding is not None else (Sharding() if _launched() else None)
 
 
-def on_main(fn, *args, **kwargs):
+def on_main(sharding: Sharding | None, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` once: directly when not sharded, else on the main process followed by a
     barrier (so no process reads a file before it is whole, and none is written twice)."""
-    sharding = current()
+    sharding = resolve(sharding)
     if sharding is None:
         return fn(*args, **kwargs)
     state = sharding.state
@@ -99,10 +86,10 @@ def on_main(fn, *args, **kwargs):
     return out
 
 
-def deal(indices: list) -> list[list]:
+def deal(sharding: Sharding | None, indices: list) -> list[list]:
     """This process's groups of ``indices`` (each group runs in one set of model calls): all of them as one
     group when not sharded, else consecutive groups of the sharding's ``group_size``, dealt round-robin."""
-    sharding, indices = current(), list(indices)
+    sharding, indices = resolve(sharding), list(indices)
     if sharding is None:
         return [indices] if indices else []
     size, state = sharding.group_size, process_state()
@@ -110,21 +97,21 @@ def deal(indices: list) -> list[list]:
     return groups[state.process_index::state.num_processes]
 
 
-def gather(local: list) -> list:
+def gather(sharding: Sharding | None, local: list) -> list:
     """The concatenation of every process's ``local`` list, on every process (``local`` itself when one
     process runs): ``accelerate.utils.gather_object``."""
-    if current() is None or process_state().num_processes == 1:
+    if resolve(sharding) is None or process_state().num_processes == 1:
         return list(local)
     from accelerate.utils import gather_object
 
     return gather_object(local)
 
 
-def per_device_batch(global_batch: int) -> int:
+def per_device_batch(sharding: Sharding | None, global_batch: int) -> int:
     """Pairs per device for a ``global_batch`` that does not depend on the number of processes.
 
     ``global_batch`` unchanged when not sharded; else ``global_batch / num_processes``, which must divide."""
-    sharding = current()
+    sharding = resolve(sharding)
     n = 1 if sharding is None else sharding.state.num_processes
     if global_batch % n:
         raise ValueError(f"the global batch ({global_batch} pairs) is not divisible by the {n} processes: "

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from tpo_core.plumbing.provenance import code_identity, sha256_json
-from tpo_core.plumbing.sharding import deal, gather
+from tpo_core.plumbing.sharding import Sharding, deal, gather
 from tpo_core.plumbing.streams import EVAL, prompt_streams
 
 if TYPE_CHECKING:  # a type only: judging does not run the study's loading code
@@ -25,7 +25,7 @@ JUDGING_CODE = ("study.judging", "world.policy", "world.oracle")
 
 
 def gold_on_test(policy, documents, references, *, gold, seed: int, temperature: float,
-                 max_new_tokens: int | None, n_samples: int = 1) -> np.ndarray:
+                 max_new_tokens: int | None, n_samples: int = 1, sharding: Sharding | None = None) -> np.ndarray:
     """Gold reward of ``n_samples`` sampled responses per test prompt, shape ``(len(documents), n_samples)``.
 
     Each prompt has its own random stream (:func:`tpo_core.plumbing.streams.stream_generator` of ``seed``, its index
@@ -33,20 +33,20 @@ def gold_on_test(policy, documents, references, *, gold, seed: int, temperature:
     prompt by prompt (common random numbers: less noise in their paired comparison). Sharded
     (:mod:`tpo_core.plumbing.sharding`), groups of ``group_size`` prompts are dealt round-robin, each sampled and
     scored on its own, and gathered: every process returns the whole array, the same for any number of
-    processes; one process outside ``sharded`` samples and scores all prompts in one call each.
+    processes; one process without a ``sharding`` samples and scores all prompts in one call each.
     """
     documents, references = list(documents), list(references)
     if not documents or len(documents) != len(references):
         raise ValueError("documents and references must be non-empty and of equal length")
     idx = list(range(len(documents)))
     local = []
-    for group in deal(idx):
+    for group in deal(sharding, idx):
         resp = policy.sample([documents[i] for i in group], n_samples, temperature=temperature,
                              max_new_tokens=max_new_tokens, generator=prompt_streams(seed, group, EVAL))
         rep = lambda xs: [xs[i] for i in group for _ in range(n_samples)]  # noqa: E731
         scores = np.asarray(gold.score(rep(documents), [r for rs in resp for r in rs], rep(references)), dtype=float)
         local += [(i, row.tolist()) for i, row in zip(group, scores.reshape(len(group), n_samples))]
-    out = dict(gather(local))
+    out = dict(gather(sharding, local))
     if sorted(out) != idx:
         raise RuntimeError("gathered evaluation does not cover every test prompt once")
     return np.array([out[i] for i in idx], dtype=float).reshape(len(idx), n_samples)
@@ -60,7 +60,7 @@ def gold_on_prompts(study: Study, policy, seed: int, prompts: pd.DataFrame | Non
     p, prompts = study.preset, study.test if prompts is None else prompts
     return gold_on_test(policy, [p.prompt_prefix + d for d in prompts.document], list(prompts.summary),
                         gold=study.gold, seed=int(seed), temperature=p.temperature, max_new_tokens=p.max_new_tokens,
-                        n_samples=p.eval_samples if n_samples is None else n_samples)
+                        n_samples=p.eval_samples if n_samples is None else n_samples, sharding=study.sharding)
 
 
 def eval_identity(study: Study, seed: int | None) -> dict:

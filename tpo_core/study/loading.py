@@ -15,7 +15,7 @@ import torch
 from tpo_core.plumbing.common import default_device
 from tpo_core.world.data import reserve_and_test
 from tpo_core.world.presets import Preset, get_preset, validate
-from tpo_core.plumbing.sharding import current
+from tpo_core.plumbing.sharding import Sharding, resolve
 from tpo_core.plumbing.streams import check_disjoint
 from tpo_core.plumbing.provenance import CHECKSUMS, read_json
 
@@ -52,6 +52,9 @@ class Study:
     """What π_0 is: the sha256 of its weight files (``sft:`` policies) or its Hub id / folder."""
     data_identity: dict = field(default_factory=dict)
     """sha256 of the online and test prompts (documents and references) this study uses."""
+    sharding: Sharding | None = None
+    """How this study's model calls are split over the processes of a launch (:mod:`tpo_core.plumbing.sharding`):
+    passed to :func:`load_study`; ``None``, one process (or, in a multi-process launch, ``Sharding()``)."""
     held_out: pd.DataFrame = field(default_factory=pd.DataFrame)
     """The test split's reserve (:func:`tpo_core.world.data.reserve_and_test`): whole groups set aside by a fixed
     shuffle, in random order, no document of :attr:`test` among them whatever ``n_test_prompts`` is. The
@@ -86,8 +89,8 @@ class Study:
 
     @property
     def batching(self) -> dict:
-        """:func:`batching_identity` now (how model calls are batched and where they run)."""
-        return batching_identity()
+        """:func:`batching_identity` of this study's sharding (how model calls are batched and where they run)."""
+        return batching_identity(self.sharding)
 
 
 
@@ -176,7 +179,7 @@ def build_gold(preset: Preset, *, model_paths: dict | None = None, progress: boo
 
 def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = "results",
                model_paths: dict | None = None, progress: bool = False, with_models: bool = True,
-               sources: str = "all", **overrides) -> Study:
+               sources: str = "all", sharding: Sharding | None = None, **overrides) -> Study:
     """Everything a notebook needs for ``preset`` (a name, with optional field ``overrides``, or a Preset).
 
     Bad input fails before any compute: an unknown preset or source, a missing model file (with the pip
@@ -186,6 +189,8 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     with a local mirror run it). ``sources``: build ``"all"`` the preset's sources (notebook 01), only its
     ``"arms"`` (the runs), or ``"none"`` (evaluation needs only the human). ``seeds=None`` among the
     ``overrides`` means the preset's own seeds (a notebook's ``seeds`` parameter passes through as it is).
+    ``sharding``: how a launch splits the work (:class:`~tpo_core.plumbing.sharding.Sharding`, what ``accelerate
+    launch -m tpo_core.commands.distributed`` passes); it is part of the runs' and evaluations' keys.
     """
     if "seeds" in overrides and overrides["seeds"] is None:
         del overrides["seeds"]
@@ -215,7 +220,7 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"results folder {root} is a file; pass another results_root")
     study = Study(preset, root, online.reset_index(drop=True), test, built, gold, model_paths=model_paths,
-                  held_out=held_out)
+                  sharding=resolve(sharding), held_out=held_out)
     study.data_identity = {"online": data_sha256(study.online),
                            "test": data_sha256(test.assign(document=[preset.prompt_prefix + d for d in test.document]))}
     if preset.policy.startswith("sft:"):
@@ -233,11 +238,11 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     return study
 
 
-def batching_identity() -> dict:
+def batching_identity(sharding: Sharding | None = None) -> dict:
     """How the model calls are batched and where they run, which can change results in the last float bits
     (the random numbers are per prompt either way): ``group_size`` ``None`` (whole chunks, single process)
     or the sharded collection's groups (the same for any number of processes), and the device type."""
-    sharding = current()
+    sharding = resolve(sharding)
     return {"group_size": None if sharding is None else sharding.group_size,
             "device": torch.device(default_device()).type}
 

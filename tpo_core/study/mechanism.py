@@ -119,7 +119,7 @@ def _logprob_rows(study: Study, name: str, seed: int, its: pd.DataFrame) -> pd.D
                                     "logp_rejected_after": values["after"][1]}))
     rows = pd.concat(frames, ignore_index=True)
     if computed:
-        write_csv(rows, path)
+        write_csv(rows, path, study.sharding)
     return rows
 
 
@@ -192,7 +192,7 @@ def diagnose(study: Study, names, seeds) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     diag = pair_diagnostics(study, names, seeds)
     summary = summarize(diag, training_logs(study, names, seeds))
-    write_csv(summary, study.root / "mechanism" / "summary.csv")
+    write_csv(summary, study.root / "mechanism" / "summary.csv", study.sharding)
     return diag, summary
 
 

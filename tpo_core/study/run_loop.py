@@ -35,7 +35,7 @@ def iteration_prompts(preset, prompts_df, seed: int, k: int) -> tuple[list[str],
 def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dict, gold, seed: int,
                out_dir, worst: str | None = None, best: str | None = None,
                selector_policy: str = "paper-ucb", carry_stats: bool = False, first_online=None,
-               progress: bool = True) -> dict[str, pd.DataFrame]:
+               progress: bool = True, sharding=None) -> dict[str, pd.DataFrame]:
     """``preset.n_iterations`` iterations of one method for one seed (Alg. 3), resumable.
 
     Iteration k samples ``preset.prompts_per_iteration`` prompts with :func:`tpo_core.plumbing.streams.iteration_prompts`,
@@ -51,6 +51,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     references returning their scored online responses (:class:`tpo_core.tpo.empirical.OnlineBatch`, shared across methods), or
     ``None`` to sample and score them here. Each computed iteration's wall seconds (collection and
     training) go to ``timing_iter_k.json`` once its checkpoint is written (:func:`tpo_core.study.runs.run_seconds`).
+    ``sharding``: the :class:`~tpo_core.plumbing.sharding.Sharding` of a launch (the study's), or None.
     Returns ``arms`` (method, seed, iteration, arm, pulls, wins), ``records`` and ``logs`` frames.
     """
     out_dir = Path(out_dir)
@@ -78,19 +79,20 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
                 n_candidates=preset.n_candidates, pool_size=preset.pool_size, top_k=preset.top_k,
                 seed=iteration_seed(seed, k), temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
                 online=first_online(docs, refs) if k == 1 and first_online is not None else None,
-                progress=progress)
+                progress=progress, sharding=sharding)
             records.insert(0, "iteration", k)
             kept = records[records.kept]
             write_csv(pd.DataFrame({"iteration": k, "prompt_idx": kept.prompt_idx.to_numpy(),
                                     "chosen_transferred": kept.win.to_numpy().astype(bool),
                                     "chosen": [q["chosen"] for q in pairs], "rejected": [q["rejected"] for q in pairs]}),
-                      out_dir / f"pairs_iter_{k}.csv")
-            write_csv(records, records_path)
+                      out_dir / f"pairs_iter_{k}.csv", sharding)
+            write_csv(records, records_path, sharding)
             state = json.dumps(selector.state_dict())
-            write_text(state, out_dir / f"selector_state_iter_{k}.json")
-            write_text(state, state_path)
+            write_text(state, out_dir / f"selector_state_iter_{k}.json", sharding)
+            write_text(state, state_path, sharding)
             logs = train_or_load(trainer, pairs, out_dir, k)
-            write_text(json.dumps({"seconds": time.perf_counter() - started}), out_dir / f"timing_iter_{k}.json")
+            write_text(json.dumps({"seconds": time.perf_counter() - started}), out_dir / f"timing_iter_{k}.json",
+                       sharding)
         all_records.append(records)
         all_logs.append(logs)
     records = pd.concat(all_records, ignore_index=True)

@@ -24,7 +24,7 @@ from tpo_core.plumbing.streams import iteration_seed
 from tpo_core.plumbing.provenance import (StaleResultError, canonical, claim_keyed_dir, code_identity, describe_changes,
                                  publish_dir, read_json, result_key, write_atomic, write_csv)
 
-from tpo_core.study.loading import Study, batching_identity, check_seeds
+from tpo_core.study.loading import Study, check_seeds
 from tpo_core.world.sources import source_identity
 
 __all__ = ["RUNS", "Run", "run_seeds", "preference_config", "run_identity", "run_key", "run_dir", "first_online_identity",
@@ -65,13 +65,15 @@ RUNS: dict[str, Run] = {
 }
 
 
-def preference_config(preset: Preset, run_spec: Run, seed: int):
+def preference_config(preset: Preset, run_spec: Run, seed: int, sharding=None):
+    """The trainer's configuration of a run: the preset's loss settings, its global batch split over the processes
+    of ``sharding`` (:func:`tpo_core.plumbing.sharding.per_device_batch`), warm-up over the first 20% of steps."""
     from tpo_core.tpo.trainer import PreferenceConfig
 
     steps = preset.epochs * math.ceil(preset.prompts_per_iteration / preset.batch_size)
     return PreferenceConfig(loss_type=run_spec.loss, beta=preset.beta, lr=learning_rate(preset, run_spec.loss),
                             epochs=preset.epochs,
-                            batch_size=per_device_batch(preset.batch_size), grad_accum=1, reference=run_spec.reference,
+                            batch_size=per_device_batch(sharding, preset.batch_size), grad_accum=1, reference=run_spec.reference,
                             warmup_steps=max(1, round(0.2 * steps)), seed=seed,
                             max_prompt_tokens=preset.max_input_tokens, max_response_tokens=preset.max_new_tokens + 1,
                             progress=False)
@@ -118,7 +120,7 @@ def run_identity(study: Study, name: str, seed: int) -> dict:
                        "learning_rate": learning_rate(p, spec.loss)},
             "arms": {a: source_identity(p.sources[a]) for a in study.arm_names}, "exploited": exploited,
             "pi0": study.pi0_identity, "online": study.data_identity.get("online"), "gold": study.gold_identity,
-            "streams": batching_identity(), "code": code_identity("study.runs")}
+            "streams": study.batching, "code": code_identity("study.runs")}
 
 
 def run_key(study: Study, name: str) -> str:
@@ -142,7 +144,7 @@ def first_online_identity(study: Study, seed: int) -> dict:
     the preset fields that draw them, the human, the batching and the code -- not the method."""
     p = study.preset.to_dict()
     return {"seed": None if seed is None else int(seed), "preset": {k: p[k] for k in _FIRST_ONLINE_FIELDS}, "pi0": study.pi0_identity,
-            "online": study.data_identity.get("online"), "gold": study.gold_identity, "streams": batching_identity(),
+            "online": study.data_identity.get("online"), "gold": study.gold_identity, "streams": study.batching,
             "code": code_identity("study.runs")}
 
 
@@ -167,8 +169,8 @@ def first_online(study: Study, seed: int, policy, documents, references, *, prog
     p = study.preset
     batch = score_online(policy, documents, references, gold=study.gold, n_candidates=p.n_candidates,
                          seed=iteration_seed(seed, 1), temperature=p.temperature, max_new_tokens=p.max_new_tokens,
-                         progress=progress)
-    on_main(write_atomic, path, json.dumps({"identity": identity, "batch": batch.to_json()}) + "\n")
+                         progress=progress, sharding=study.sharding)
+    on_main(study.sharding, write_atomic, path, json.dumps({"identity": identity, "batch": batch.to_json()}) + "\n")
     return batch
 
 
@@ -236,21 +238,21 @@ def run(study: Study, name: str, seed: int, *, progress: bool = False) -> dict[s
     out_dir = run_dir(study, name, seed)
     identity = run_identity(study, name, seed)
 
-    on_main(_claim_run_dir, out_dir, identity)  # sharded: the main process clears or claims the folder
+    on_main(study.sharding, _claim_run_dir, out_dir, identity)  # sharded: the main process clears or claims the folder
     pol = study.new_pi0()
     # with reference="initial" the trainer keeps a frozen copy of the model as given: pi_0, since the
     # trainer is built before run_method loads any finished iteration
-    trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(study.preset, spec, seed))
-    on_main(_share_first_iteration, study, name, spec, identity, out_dir)  # sharded: the main process copies
+    trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(study.preset, spec, seed, study.sharding))
+    on_main(study.sharding, _share_first_iteration, study, name, spec, identity, out_dir)  # sharded: the main process copies
     # the positive control's source is the human itself: its Best-of-N pool is ranked by r*
     sources = {**study.arms, ORACLE_ARM: study.gold} if spec.method == CONTROL else study.arms
     result = run_method(spec.method, pol, trainer, preset=study.preset, prompts_df=study.online,
                         sources=sources, gold=study.gold, seed=seed, out_dir=out_dir, worst=worst,
                         best=best, selector_policy=spec.selector, carry_stats=spec.carry_stats,
                         first_online=lambda docs, refs: first_online(study, seed, pol, docs, refs, progress=progress),
-                        progress=progress)
+                        progress=progress, sharding=study.sharding)
     result["arms"]["method"] = name
-    write_csv(result["arms"], out_dir / "arms.csv")
+    write_csv(result["arms"], out_dir / "arms.csv", study.sharding)
     return result
 
 
@@ -279,7 +281,7 @@ def run_all(study: Study, names, seeds=None, *, progress: bool = True) -> pd.Dat
         arms_all = pd.concat([old, arms], ignore_index=True)
     else:
         arms_all = arms
-    write_csv(arms_all[["method", "seed", "iteration", "arm", "pulls", "wins"]], path)
+    write_csv(arms_all[["method", "seed", "iteration", "arm", "pulls", "wins"]], path, study.sharding)
     return arms[["method", "seed", "iteration", "arm", "pulls", "wins"]]
 
 

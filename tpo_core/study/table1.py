@@ -77,7 +77,7 @@ def evaluate_pi0(study: Study, seeds) -> pd.DataFrame:
     rows = _cached_rows(_read_eval(path), 0, ck, key, len(study.test) * study.preset.eval_samples)
     if rows is None:
         rows = _evaluate(study, study.new_pi0(), first, 0, ck, key)
-        write_csv(rows, path)
+        write_csv(rows, path, study.sharding)
     return pd.concat([rows.assign(seed=s) for s in seeds], ignore_index=True)
 
 
@@ -125,7 +125,7 @@ def evaluate_run(study: Study, name: str, seeds=None, *, iterations=None, progre
         stored = new if kept is None or kept.empty else pd.concat([kept, new], ignore_index=True).sort_values(
             ["iteration", "prompt", "sample"], kind="stable").reset_index(drop=True)
         if old is None or not old.equals(stored):
-            write_csv(stored, path)
+            write_csv(stored, path, study.sharding)
         frames.append(new)
     if not frames:
         raise FileNotFoundError(f"run {name!r} has no finished iteration for seeds {seeds}: train it first")
@@ -217,7 +217,7 @@ def write_table1(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.random
                  n_boot: int = 2000) -> pd.DataFrame:
     """:func:`declared_table`, written to ``results/<preset>/table1.csv`` (rewritten only when it changes)."""
     table = declared_table(study, evals, rng=rng, n_boot=n_boot)
-    write_csv(table, study.root / "table1.csv")
+    write_csv(table, study.root / "table1.csv", study.sharding)
     return table
 
 

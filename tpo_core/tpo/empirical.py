@@ -20,7 +20,7 @@ import pandas as pd
 from tpo_core.tpo.preferences import best_of_n, label_best_worst
 from tpo_core.plumbing.progress import Progress
 from tpo_core.tpo.selection import NULL_ARM, ORACLE_ARM, TransferSelector
-from tpo_core.plumbing.sharding import current, deal, gather
+from tpo_core.plumbing.sharding import Sharding, deal, gather, resolve
 from tpo_core.plumbing.streams import ONLINE, POOL, prompt_streams
 
 __all__ = ["METHODS", "CONTROL", "OnlineBatch", "build_candidates", "transfer_win", "score_online",
@@ -103,25 +103,26 @@ class OnlineBatch:
 
 
 def score_online(policy, documents, references, *, gold, n_candidates: int, seed: int,
-                 temperature: float = 1.0, max_new_tokens: int | None = None, progress: bool = True) -> OnlineBatch:
+                 temperature: float = 1.0, max_new_tokens: int | None = None, progress: bool = True,
+                 sharding: Sharding | None = None) -> OnlineBatch:
     """Sample the online responses of ``documents`` (the per-prompt ``ONLINE`` streams of ``seed``) and have
     the human score all of them: unsharded in one sampling and one scoring call, sharded per group
     (:func:`tpo_core.plumbing.sharding.deal`) and gathered, so the result depends on the batching, never on a method.
 
     Iteration 1 of every method samples π_0 on the same prompts with the same streams, so this batch is
     the same for all of them; computed once per seed, it is passed to :func:`collect_iteration`, which then
-    asks the human only about the transferred candidates."""
+    asks the human only about the transferred candidates. ``sharding``: as :func:`collect_iteration`'s."""
     documents, references = list(documents), list(references)
-    sharding = current()
+    sharding = resolve(sharding)
     local = []
     sample = dict(temperature=temperature, max_new_tokens=max_new_tokens)
-    for group in deal(range(len(documents))):
+    for group in deal(sharding, range(len(documents))):
         resp = _sample_online(policy, documents, group, n_candidates, int(seed), sample)
         g = np.asarray(_score(gold, _each(documents, group, n_candidates), [r for i in group for r in resp[i]],
                               _each(references, group, n_candidates),
                               progress and (sharding is None or sharding.state.is_main_process)))
         local += [(i, resp[i], g[row * n_candidates:(row + 1) * n_candidates].tolist()) for row, i in enumerate(group)]
-    rows = sorted(gather(local), key=lambda t: t[0])
+    rows = sorted(gather(sharding, local), key=lambda t: t[0])
     return OnlineBatch({i: list(r) for i, r, _ in rows}, {i: np.asarray(g, dtype=float) for i, _, g in rows})
 
 
@@ -190,7 +191,8 @@ def _collect_group(policy, documents, references, group, arms, online, *, select
 def collect_iteration(policy, documents, references, *, selector, sources: dict, gold,
                       n_candidates: int, pool_size: int, top_k: int, seed: int,
                       temperature: float = 1.0, max_new_tokens: int | None = None,
-                      online: OnlineBatch | None = None, progress: bool = True) -> tuple[list[dict], pd.DataFrame]:
+                      online: OnlineBatch | None = None, progress: bool = True,
+                      sharding: Sharding | None = None) -> tuple[list[dict], pd.DataFrame]:
     """Generate, select, transfer and label one iteration's prompts (Alg. 3, steps 1-5).
 
     Prompts are processed in chunks of ``selector.update_every``: arms are selected for the whole chunk
@@ -204,14 +206,14 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     two methods that hold the same policy draw the same responses for a prompt whatever arms they pick
     elsewhere, and the number of processes changes nothing.
 
-    **Several processes** (:mod:`tpo_core.plumbing.sharding`: inside ``sharded(group_size)`` or under
-    ``accelerate launch``): every process holds the same selector and selects every prompt's arm, so all
+    **Several processes** (``sharding``, a :class:`~tpo_core.plumbing.sharding.Sharding`, given or, under
+    ``accelerate launch``, the default one): every process holds the same selector and selects every prompt's arm, so all
     pick the same arms; the chunk's groups of ``group_size`` prompts are dealt round-robin, each group is
     sampled and scored in its own model calls, and the outcomes are gathered and replayed into every
     selector in prompt order: the pooled pulls and wins are the sums over processes (the authors'
     all-reduce), in the single-process order, so the statistics are identical, not merely close. Model
     calls on other batches can differ in the last float bits, so the exact reference of an ``n``-process
-    run is one process inside ``sharded`` with the same ``group_size``. Outside it, one process samples
+    run is one process given a ``Sharding`` with the same ``group_size``. Without one, a single process samples
     all online responses in one call and each chunk in one set of calls.
 
     ``policy.sample(docs, n, temperature=, max_new_tokens=, generator=)`` draws responses;
@@ -225,7 +227,7 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     documents, references = _check_inputs(documents, references, selector, sources)
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    sharding = current()
+    sharding = resolve(sharding)
     main = sharding is None or sharding.state.is_main_process
     sample = dict(temperature=temperature, max_new_tokens=max_new_tokens)
     n = len(documents)
@@ -243,10 +245,10 @@ def collect_iteration(policy, documents, references, *, selector, sources: dict,
     for start in range(0, n, chunk):
         idx = list(range(start, min(start + chunk, n)))
         arms = dict(zip(idx, [selector.select() for _ in idx]))  # the same on every process
-        local = [o for group in deal(idx)
+        local = [o for group in deal(sharding, idx)
                  for o in _collect_group(policy, documents, references, group, [arms[i] for i in group],
                                          online, **kw)]
-        outcomes = sorted(gather(local), key=lambda o: o["prompt_idx"])
+        outcomes = sorted(gather(sharding, local), key=lambda o: o["prompt_idx"])
         if [o["prompt_idx"] for o in outcomes] != idx:
             raise RuntimeError(f"gathered outcomes cover prompts {[o['prompt_idx'] for o in outcomes]}, "
                                f"expected {idx}: processes disagree on the chunk")
