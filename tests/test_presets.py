@@ -112,3 +112,21 @@ def test_each_loss_has_its_learning_rate():
     assert (learning_rate(tuned, "dpo"), learning_rate(tuned, "ipo")) == (2e-3, 7e-4)
     with pytest.raises(ValueError, match="unknown loss 'xpo'"):
         learning_rate(tuned, "xpo")
+
+
+def test_seeds_of_follows_the_budget_order():
+    """The primary pair runs on every seed, the control on the first ``control_seeds``, the exploit baselines on
+    the first ``secondary_seeds``; the embedded preset's default run spends in that order."""
+    from tpo_core.world.presets import seeds_of
+
+    p = get_preset("smoke", seeds=(1, 2, 3, 4, 5), control_seeds=3, secondary_seeds=2)
+    assert seeds_of(p, "tpo") == seeds_of(p, "no-transfer") == (1, 2, 3, 4, 5)
+    assert seeds_of(p, "exploit-oracle") == (1, 2, 3)
+    assert seeds_of(p, "exploit-worst") == seeds_of(p, "exploit-best") == (1, 2)
+    every = get_preset("smoke", seeds=(1, 2, 3), control_seeds=None, secondary_seeds=None)
+    assert all(seeds_of(every, m) == (1, 2, 3) for m in ("tpo", "exploit-oracle", "exploit-best"))
+    e = get_preset("embedded")
+    assert len(e.seeds) >= e.control_seeds >= e.secondary_seeds
+    for bad in (0, -1, 1.5, "3"):
+        with pytest.raises(ValueError, match="control_seeds"):
+            get_preset("smoke", control_seeds=bad)

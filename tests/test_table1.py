@@ -25,8 +25,9 @@ def _evals(rng, shift: dict, n_prompts=40, n_samples=2, iterations=3, seeds=SEED
     return out
 
 
-def _study(secondary=4):
-    return SimpleNamespace(preset=get_preset("smoke", seeds=SEEDS, secondary_seeds=secondary, n_iterations=3))
+def _study(secondary=4, control=None):
+    return SimpleNamespace(preset=get_preset("smoke", seeds=SEEDS, secondary_seeds=secondary, control_seeds=control,
+                                             n_iterations=3))
 
 
 def test_roles_seeds_and_holm_families():
@@ -53,6 +54,22 @@ def test_roles_seeds_and_holm_families():
     np.testing.assert_allclose(sec.p_holm, adj)
     # the oracle's shift shows as an oracle win in its own family's verdicts
     assert control.iteration.iloc[-1] == 3 and control.verdict.iloc[-1] == "exploit-oracle wins"
+
+
+def test_control_on_its_own_seeds():
+    """``control_seeds``: the oracle ran on the first 5 seeds only; its cells pair it with no-transfer on those
+    (the earlier iterations on the secondary seeds among them), and the primary contrast keeps every seed."""
+    rng = np.random.default_rng(2)
+    evals = _evals(rng, {"tpo": 0.0, "no-transfer": 0.0, "exploit-worst": 0.0, "exploit-best": 0.0})
+    evals.update(_evals(rng, {"exploit-oracle": 0.03}, seeds=SEEDS[:5]))
+    t = declared_table(_study(secondary=4, control=5), evals, n_boot=50)
+    control = t[t.role == "control"]
+    assert list(control.n_seeds) == [4, 4, 5]
+    assert t[t.role == "primary"].n_seeds.iloc[0] == len(SEEDS)
+    with pytest.raises(ValueError, match="no evaluation for seed 6"):  # an oracle asked for a seed it lacks
+        declared_table(_study(secondary=4, control=None), evals, n_boot=50)
+    with pytest.raises(ValueError, match="control_seeds"):
+        _study(control=0)
 
 
 def test_primary_cell_is_the_t_test_of_the_per_seed_win_rates():

@@ -99,7 +99,8 @@ def choose_worst_best(study: Study) -> tuple[str, str]:
 #: list of seeds, how many iterations follow), or that enter its identity resolved (sources, human, arms, and
 #: the learning rates: ``learning_rate`` holds the rate of the run's own loss, so a DPO run does not depend on
 #: ``ipo_learning_rate``).
-_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "secondary_seeds", "n_test_prompts", "eval_samples",
+_NOT_RUN_FIELDS = frozenset({"name", "notes", "offline", "seeds", "secondary_seeds", "control_seeds", "n_test_prompts",
+                             "eval_samples",
                              "n_iterations", "sources",
                              "arms", "gold", "gold_autocast_bf16", "worst_source", "best_source",
                              "ipo_learning_rate"})
@@ -175,8 +176,9 @@ def first_online(study: Study, seed: int, policy, documents, references, *, prog
 
 
 def run_seeds(study: Study, name: str) -> list[int]:
-    """The seeds run ``name`` trains on by default: every seed of the preset, but the first ``secondary_seeds``
-    for the exploit baselines and for variants of them (:func:`tpo_core.world.presets.seeds_of`)."""
+    """The seeds run ``name`` trains on by default: every seed of the preset, but the first ``control_seeds`` for
+    the positive control and the first ``secondary_seeds`` for the exploit baselines, and for variants of them
+    (:func:`tpo_core.world.presets.seeds_of`)."""
     return list(seeds_of(study.preset, _run_spec(name).method))
 
 

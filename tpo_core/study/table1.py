@@ -188,7 +188,8 @@ def declared_table(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.rand
 
     * **primary**: TPO vs no-transfer at the last iteration, on every seed of the preset;
     * **control**: exploit-oracle vs no-transfer at every iteration (the largest effect transfer can have here;
-      skipped when ``evals`` has no ``exploit-oracle``): the last on every seed, the earlier on :func:`early_seeds`;
+      skipped when ``evals`` has no ``exploit-oracle``): the last on the control's seeds (``control_seeds``), the
+      earlier on those of them in :func:`early_seeds`;
     * **secondary**: TPO vs no-transfer at the earlier iterations, and TPO vs exploit-worst and exploit-best at
       every iteration, on :func:`early_seeds` (the seeds the exploit baselines ran on,
       :func:`tpo_core.world.presets.seeds_of`).
@@ -198,11 +199,11 @@ def declared_table(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.rand
     rng = rng if rng is not None else bootstrap(0)
     p, last = study.preset, study.preset.n_iterations
     method, base = PRIMARY
-    every, early = list(p.seeds), early_seeds(study)
+    every, early, control = list(p.seeds), early_seeds(study), list(seeds_of(p, CONTROL))
     rows = [{**_cell(study, evals, method, base, last, every, rng, n_boot), "role": "primary"}]
     if CONTROL in evals:
-        rows += [{**_cell(study, evals, CONTROL, base, k, every if k == last else early, rng, n_boot), "role": "control"}
-                 for k in range(1, last + 1)]
+        rows += [{**_cell(study, evals, CONTROL, base, k, control if k == last else [s for s in early if s in control],
+                          rng, n_boot), "role": "control"} for k in range(1, last + 1)]
     rows += [{**_cell(study, evals, method, base, k, early, rng, n_boot), "role": "secondary"}
              for k in range(1, last)]
     for b in (m for m in METHODS if m not in PRIMARY and m in evals):
@@ -224,10 +225,11 @@ def write_table1(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.random
 def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_width: float = 2.5) -> tuple[pd.DataFrame, dict[str, str]]:
     """What other designs of the primary contrast would cost and resolve on this machine (notebook 04).
 
-    The cost of a seed is the measured training of one seed of TPO, no-transfer and the control (each run keeps
-    its seconds, :func:`tpo_core.study.runs.run_seconds`) plus judging their last checkpoints, one judged response
-    timed here on 64 test prompts; the rest of the run is a fixed cost (the theory and source chapters'
-    manifests where ``results_dir`` has them, and the exploit baselines' training). The noise is the primary
+    The cost of a seed is the measured training of one seed of TPO and no-transfer (each run keeps its seconds,
+    :func:`tpo_core.study.runs.run_seconds`) plus judging their last checkpoints, one judged response timed here
+    on 64 test prompts; the rest of the run is a fixed cost (the theory and source chapters' manifests where
+    ``results_dir`` has them, the control's runs on its own seeds with their last checkpoints judged, and the
+    exploit baselines' training). The noise is the primary
     row's (``sd_train``, ``sd_eval``). Returns :func:`tpo_core.study.power.design_table` (empty when a timing is
     missing) and the sentences the chapter glues: ``reach`` (the cheapest design whose half-width is at most
     ``target_half_width``), ``line`` (the ``--set`` line of the seeds alone that reach it), ``unpriced``,
@@ -238,14 +240,17 @@ def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_
 
     import time
 
-    p, runs = study.preset, ["tpo", "no-transfer", CONTROL]
+    p, runs = study.preset, list(PRIMARY)
     probe, policy = study.test.iloc[:64], study.new_pi0()  # loading the policy is not timed
     t0 = time.perf_counter()
     gold_on_prompts(study, policy, 0, probe, n_samples=1)
     per_response = (time.perf_counter() - t0) / len(probe)
     training = sum(run_seconds(study, n, s) for n in runs for s in p.seeds) / len(p.seeds)
-    secondary = sum(run_seconds(study, n, s) for n in ("exploit-worst", "exploit-best")
-                    for s in run_seeds(study, "exploit-best"))
+    control = list(seeds_of(p, CONTROL))
+    secondary = (sum(run_seconds(study, n, s) for n in ("exploit-worst", "exploit-best")
+                     for s in run_seeds(study, "exploit-best"))
+                 + sum(run_seconds(study, CONTROL, s) for s in control)
+                 + len(control) * len(study.test) * p.eval_samples * per_response)
     fixed = {n: notebook_seconds(results_dir, n) for n in ("00_theory", "05_theory_tpo", "01_source_rms")}
     unpriced = [n for n, v in fixed.items() if not np.isfinite(v)]
     texts = {"unpriced": f" (without {', '.join(unpriced)}: no timing on record)" if unpriced else " (every part timed)",

@@ -61,8 +61,10 @@ class Preset:
     n_iterations: int = 3
     """Online iterations (paper: 3)."""
     seeds: tuple = (100, 200, 300, 400, 500)
-    """Seeds of the primary contrast (TPO and no-transfer) and of the positive control (exploit-oracle)
-    (paper: 100, 200, 300)."""
+    """Seeds of the primary contrast, TPO and no-transfer (paper: 100, 200, 300)."""
+    control_seeds: int | None = None
+    """The positive control (exploit-oracle) runs on the first this-many ``seeds``, paired with no-transfer on
+    them; ``None``: all of them. It comes second in the budget, after the primary pair."""
     secondary_seeds: int | None = None
     """The exploit-worst and exploit-best baselines (secondary cells of Table 1) run on the first this-many
     ``seeds``; ``None``: all of them. The budget goes to the primary pair first."""
@@ -129,7 +131,8 @@ _EMBEDDED = Preset(
     },
     arms=("rougeLsum", "bertscore"),
     seeds=tuple(range(100, 1300, 100)),
-    secondary_seeds=5,
+    control_seeds=6,
+    secondary_seeds=4,
     prompts_per_iteration=64,
     update_every=16,
     warmup=16,
@@ -143,9 +146,9 @@ _EMBEDDED = Preset(
         "data": "Debian package descriptions -> one-line synopsis (XSum needs the Hub)",
         "policy": "a small T5 trained once by SFT on 2 CPU cores (T5-small is on the Hub only)",
         "gold": "all-mpnet-base-v2 similarity to the human synopsis, in bf16 on CPUs with native bf16 (the Llama-3 RM is on the Hub only)",
-        "sizes": "64 prompts/iteration, pool 16; 12 seeds for TPO, no-transfer and the oracle, 5 for the exploit "
-                 "baselines (and the ablations and IPO runs of the extended study); 200 test prompts with 2 sampled "
-                 "responses each",
+        "sizes": "64 prompts/iteration, pool 16; 12 seeds for TPO and no-transfer, 6 for the oracle, 4 for the "
+                 "exploit baselines, 5 for the ablations and IPO runs of the extended study; 200 test prompts with 2 "
+                 "sampled responses each",
         "arms": "the LLM sources are measured but not transferred from (too slow to score every iteration)",
         "learning_rate": "1e-3 for the 2M-parameter policy (the paper uses 5e-5 for T5-small): the pick of the tuning "
                          "protocol (`nox -s tune`: every method on the tuning seeds at 3e-4, 1e-3 and 3e-3, judged on "
@@ -193,6 +196,7 @@ _SMOKE = replace(
     n_candidates=4,
     n_iterations=2,
     seeds=(0, 1),
+    control_seeds=None,
     secondary_seeds=None,
     max_new_tokens=8,
     epochs=1,
@@ -219,10 +223,13 @@ def learning_rate(preset: Preset, loss: str) -> float:
 
 
 def seeds_of(preset: Preset, method: str) -> tuple:
-    """The seeds a method runs on: every seed for the primary pair and the oracle, the first
-    ``secondary_seeds`` for the exploit baselines (``method`` a run's method, :data:`tpo_core.tpo.empirical.METHODS`)."""
+    """The seeds a method runs on: every seed for the primary pair, the first ``control_seeds`` for the
+    positive control (exploit-oracle) and the first ``secondary_seeds`` for the exploit baselines (``method`` a
+    run's method, :data:`tpo_core.tpo.empirical.METHODS` or ``"exploit-oracle"``)."""
     if method in ("exploit-worst", "exploit-best") and preset.secondary_seeds is not None:
         return preset.seeds[:preset.secondary_seeds]
+    if method == "exploit-oracle" and preset.control_seeds is not None:
+        return preset.seeds[:preset.control_seeds]
     return preset.seeds
 
 
@@ -288,8 +295,10 @@ def validate(p: Preset) -> None:
         raise ValueError(f"seeds must be a non-empty tuple of integers, got {p.seeds!r}")
     if len(set(p.seeds)) != len(p.seeds):
         raise ValueError(f"seeds must be distinct, got {p.seeds!r}")
-    if p.secondary_seeds is not None and (not _is_int(p.secondary_seeds) or p.secondary_seeds < 1):
-        raise ValueError(f"secondary_seeds must be None or an integer >= 1, got {p.secondary_seeds!r}")
+    for field in ("secondary_seeds", "control_seeds"):
+        v = getattr(p, field)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise ValueError(f"{field} must be None or an integer >= 1, got {v!r}")
     if not p.top_k < p.n_candidates or p.top_k > p.pool_size:
         raise ValueError(f"top_k must satisfy 1 <= top_k < n_candidates and top_k <= pool_size (online responses "
                          f"must remain among the candidates), got top_k={p.top_k}, n_candidates={p.n_candidates}, "
