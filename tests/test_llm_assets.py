@@ -26,7 +26,7 @@ from tpo_core.world import llm_assets as assets  # noqa: E402
 from tpo_core.world import wheel_parts
 from tpo_core.world.sources import LLM_ASSET_DEFAULTS, LLMLogProb, make_source  # noqa: E402
 
-from test_sources import build_tiny_llama  # noqa: E402  (tests/test_sources.py)
+from helpers import build_tiny_llama  # noqa: E402  (tests/helpers.py)
 
 CHAT = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}<s>assistant:{% endif %}")

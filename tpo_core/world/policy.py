@@ -20,6 +20,11 @@ Recipe of :data:`tpo_core.world.policy_config.EMBEDDED` (1.9M parameters: d_mode
 the configuration, the training data's sha256, the recipe's code and the MiniLM files. :class:`Policy` wraps model, tokenizer and config, and offers sampling
 (seeded with an explicit ``torch.Generator``), greedy decoding, and what a preference trainer needs
 (:meth:`Policy.encode`, :meth:`Policy.sequence_logprobs`).
+
+:class:`Policy` also wraps a **causal** LM (``AutoModelForCausalLM``: Llama, Qwen, SmolLM): the response then
+continues the prompt, which keeps its last ``max_source_tokens`` tokens; the sampler runs the prompts once
+(left-padded, with their true positions) and draws every response token from the KV cache, with the same
+random numbers per token as the seq2seq sampler (:meth:`Policy.sample`).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import torch
 
 from tpo_core.plumbing.provenance import record_checksums, verify_checksums
 from tpo_core.plumbing.common import quiet_loading
-from tpo_core.tpo.logprobs import cache_keyword, sequence_logprobs
+from tpo_core.tpo.logprobs import accepts, cache_keyword, make_encode, sequence_logprobs
 from tpo_core.world.policy_config import PolicyConfig
 
 __all__ = ["Policy", "inverse_cdf_sample"]
@@ -79,16 +84,34 @@ def _uniforms(streams, lo: int, hi: int, n: int) -> torch.Tensor:
                       for g in streams[lo:hi]])
 
 
-class Policy:
-    """``pi_0`` (or any policy fine-tuned from it): a T5 model, its tokenizer and its :class:`PolicyConfig`.
+def _next_tokens(logits: torch.Tensor, streams, start: int, n_docs: int, n: int, temperature: float) -> torch.Tensor:
+    """The next token of each of the ``n_docs * n`` rows (document-major) from their last ``logits``
+    ``(rows, vocab)``: arg-max when ``streams`` is None, else one uniform per row (:func:`_uniforms`) inverted
+    through the softmax at ``temperature`` (:func:`inverse_cdf_sample`). Returns int64 ``(rows,)``."""
+    if streams is None:
+        return logits.argmax(-1)
+    u = _uniforms(streams, start, start + n_docs, n).to(logits.device)
+    return inverse_cdf_sample(torch.softmax(logits / temperature, -1), u)
 
-    Responses are plain strings. The model is a ``T5ForConditionalGeneration``; preference trainers can
-    optimise ``policy.model`` directly, using :meth:`encode` for the tensors or :meth:`sequence_logprobs`
-    for differentiable sequence log-probabilities.
+
+class Policy:
+    """``pi_0`` (or any policy fine-tuned from it): a model, its tokenizer and its :class:`PolicyConfig`.
+
+    Responses are plain strings. The model is a seq2seq ``T5ForConditionalGeneration`` (the document is the
+    encoder's input) or a causal LM (the response continues the document; :attr:`is_encoder_decoder` is then
+    False); preference trainers can optimise ``policy.model`` directly, using :meth:`encode` for the tensors
+    or :meth:`sequence_logprobs` for differentiable sequence log-probabilities.
     """
 
     def __init__(self, model, tokenizer, config: PolicyConfig):
         self.model, self.tokenizer, self.config = model, tokenizer, config
+        if not self.is_encoder_decoder and tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token  # padding is masked everywhere; causal LMs often have none
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """True for a seq2seq model (T5), False for a causal LM."""
+        return bool(getattr(self.model.config, "is_encoder_decoder", False))
 
     # --- tensors -------------------------------------------------------------------------------------
     def _sources(self, documents: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -98,11 +121,16 @@ class Policy:
     def encode(self, documents: Sequence[str], responses: Sequence[str]) -> dict[str, torch.Tensor]:
         """``input_ids``, ``attention_mask`` (documents) and ``labels`` (responses + EOS, padded with -100).
 
-        Documents are truncated to ``max_source_tokens``, responses to ``max_target_tokens``.
+        Documents are truncated to ``max_source_tokens``, responses to ``max_target_tokens``. A causal policy
+        gets :func:`tpo_core.tpo.logprobs.make_encode`'s layout instead: ``input_ids`` = the document's last
+        ``max_source_tokens`` tokens followed by the response, ``labels`` −100 on the document and padding.
         """
         documents, responses = _check_texts(documents), _check_texts(responses, "responses")
         if len(documents) != len(responses):
             raise ValueError(f"{len(documents)} documents but {len(responses)} responses")
+        if not self.is_encoder_decoder:
+            return make_encode(self.tokenizer, False, self.config.max_source_tokens,
+                               self.config.max_target_tokens)(documents, responses)
         batch = self._sources(documents)
         labels = self.tokenizer(responses, truncation=True, max_length=self.config.max_target_tokens,
                                 padding=True, return_tensors="pt")
@@ -116,7 +144,7 @@ class Policy:
         current train/eval mode is used as is.
         """
         batch = {k: v.to(self.device) for k, v in self.encode(documents, responses).items()}
-        return sequence_logprobs(self.model, batch, is_encoder_decoder=True)
+        return sequence_logprobs(self.model, batch, is_encoder_decoder=self.is_encoder_decoder)
 
     # --- decoding ------------------------------------------------------------------------------------
     @property
@@ -141,6 +169,9 @@ class Policy:
         if generator is not None and not (temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         streams = _streams(generator, len(documents))
+        if not self.is_encoder_decoder:
+            return self._decode_causal(documents, n, temperature=temperature, max_new=max_new, streams=streams,
+                                       batch_size=batch_size)
         dev, cache_kw = self.device, cache_keyword(self.model)
         was_training = self.model.training
         self.model.eval()
@@ -171,6 +202,50 @@ class Policy:
                     if bool(done.all()):
                         break
                 texts = self.tokenizer.batch_decode(torch.stack(generated, 1).cpu(), skip_special_tokens=True)
+                out += [texts[i:i + n] for i in range(0, rows, n)]
+        finally:
+            self.model.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def _decode_causal(self, documents: list[str], n: int, *, temperature: float, max_new: int, streams,
+                       batch_size: int) -> list[list[str]]:
+        """The causal sampler: each chunk's prompts (their last ``max_source_tokens`` tokens, left-padded, true
+        positions) run once; the cache is repeated ``n`` times per prompt and every row draws its tokens
+        from it (:func:`_next_tokens`, the seq2seq sampler's random numbers)."""
+        dev, cache_kw, tok = self.device, cache_keyword(self.model), self.tokenizer
+        keep = {"logits_to_keep": 1} if accepts(self.model, "logits_to_keep") else {}
+        was_training = self.model.training
+        self.model.eval()
+        out: list[list[str]] = []
+        try:
+            for start in range(0, len(documents), batch_size):
+                chunk = documents[start:start + batch_size]
+                rows_ids = [p[-self.config.max_source_tokens:] for p in tok(chunk)["input_ids"]]
+                width = max(len(r) for r in rows_ids)
+                ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows_ids], device=dev)
+                mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows_ids], device=dev)
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                o = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
+                past, logits = getattr(o, cache_kw), o.logits[:, -1].float().repeat_interleave(n, 0)
+                past.batch_repeat_interleave(n)
+                mask, pos = mask.repeat_interleave(n, 0), pos[:, -1:].repeat_interleave(n, 0)
+                rows = len(chunk) * n
+                done = torch.zeros(rows, dtype=torch.bool, device=dev)
+                generated = []
+                for step in range(max_new):
+                    nxt = _next_tokens(logits, streams, start, len(chunk), n, temperature)
+                    nxt = nxt.masked_fill(done, tok.pad_token_id)
+                    generated.append(nxt)
+                    done |= nxt == tok.eos_token_id
+                    if bool(done.all()) or step + 1 == max_new:
+                        break
+                    mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype, device=dev)], 1)
+                    pos = pos + 1
+                    o = self.model(input_ids=nxt.unsqueeze(-1), attention_mask=mask, position_ids=pos,
+                                   use_cache=True, **{cache_kw: past})
+                    past, logits = getattr(o, cache_kw), o.logits[:, -1].float()
+                texts = tok.batch_decode(torch.stack(generated, 1).cpu(), skip_special_tokens=True)
                 out += [texts[i:i + n] for i in range(0, rows, n)]
         finally:
             self.model.train(was_training)
@@ -228,26 +303,36 @@ class Policy:
         verify_checksums(directory, rebuild=f"Delete {directory} to rebuild it (a cached pi_0 is trained again "
                                             "by tpo_core.study.pipeline.load_study).")
         config = PolicyConfig(**json.loads((directory / "policy_config.json").read_text()))
+        causal = not json.loads((directory / "config.json").read_text()).get("is_encoder_decoder", False)
         with quiet_loading():
-            model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
-            tok = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+            if causal:
+                from transformers import AutoModelForCausalLM, AutoTokenizer
+                model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True)
+                tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            else:
+                model = T5ForConditionalGeneration.from_pretrained(directory, local_files_only=True)
+                tok = PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
         return cls(model.eval(), tok, config)
 
     @classmethod
     def from_pretrained(cls, model_path: str | Path, *, max_source_tokens: int = 1000,
                         max_target_tokens: int = 256, name: str = "pretrained", local_files_only: bool = True
                         ) -> "Policy":
-        """Wrap a pretrained seq2seq model (e.g. the paper's ``google-t5/t5-small``) and its tokenizer.
+        """Wrap a pretrained seq2seq model (e.g. the paper's ``google-t5/t5-small``) or causal LM (e.g. SmolLM2,
+        :func:`tpo_core.world.llm_assets.ensure_llm`) and its tokenizer.
 
         ``model_path`` is a local folder, or a Hub id with ``local_files_only=False`` (GPU users of the
-        ``paper`` preset). Its decoder must start from the pad token, as T5's does.
+        ``paper`` preset). A seq2seq decoder must start from the pad token, as T5's does.
         """
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         with quiet_loading():
             tok = AutoTokenizer.from_pretrained(str(model_path), local_files_only=local_files_only)
-            model = AutoModelForSeq2SeqLM.from_pretrained(str(model_path), local_files_only=local_files_only)
-        if model.config.decoder_start_token_id != tok.pad_token_id:
+            causal = not AutoConfig.from_pretrained(str(model_path), local_files_only=local_files_only
+                                                    ).is_encoder_decoder
+            auto = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
+            model = auto.from_pretrained(str(model_path), local_files_only=local_files_only)
+        if not causal and model.config.decoder_start_token_id != tok.pad_token_id:
             raise ValueError(f"{model_path}: decoder_start_token_id {model.config.decoder_start_token_id} is not "
                              f"the pad token {tok.pad_token_id}; only T5-style decoders are supported")
         config = PolicyConfig(name=name, vocab_size=max(len(tok), 4), max_source_tokens=max_source_tokens,
