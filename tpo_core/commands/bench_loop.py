@@ -189,7 +189,7 @@ def bench_iteration(study, method: str, seed: int) -> dict:
     gold = clock.wrap(study.gold, "score", "human")
     selector = empirical.make_selector(method, study.arms, p, worst=worst, best=best, seed=seed)
     prompts = sample_prompts(study.online, p.prompts_per_iteration, iteration_prompts(seed, 1))
-    docs = [p.prompt_prefix + d for d in prompts.document]
+    docs = p.prompts(prompts.document)
     trainer = PreferenceTrainer(pol.model, pol.encode, preference_config(p, RUNS[method], seed))
     t0 = time.perf_counter()
     pairs, _ = empirical.collect_iteration(
@@ -229,7 +229,7 @@ def main(argv=None) -> pd.DataFrame:
     st = S.load_study(a.preset, results_root=a.results_root, sources="arms")
     p = st.preset
     prompts = st.online.iloc[:p.prompts_per_iteration]
-    docs = [p.prompt_prefix + d for d in prompts.document]
+    docs = p.prompts(prompts.document)
     responses = [r for rs in st.new_pi0().sample(docs, p.n_candidates, temperature=p.temperature,
                                                  max_new_tokens=p.max_new_tokens,
                                                  generator=torch.Generator().manual_seed(a.seed)) for r in rs]

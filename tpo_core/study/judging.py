@@ -58,7 +58,7 @@ def gold_on_prompts(study: Study, policy, seed: int, prompts: pd.DataFrame | Non
     ``summary``) at the preset's prompt prefix and sampling settings, ``n_samples`` per prompt (default the
     preset's ``eval_samples``), with evaluation stream ``seed``. Shape ``(len(prompts), n_samples)``."""
     p, prompts = study.preset, study.test if prompts is None else prompts
-    return gold_on_test(policy, [p.prompt_prefix + d for d in prompts.document], list(prompts.summary),
+    return gold_on_test(policy, p.prompts(prompts.document), list(prompts.summary),
                         gold=study.gold, seed=int(seed), temperature=p.temperature, max_new_tokens=p.max_new_tokens,
                         n_samples=p.eval_samples if n_samples is None else n_samples, sharding=study.sharding)
 

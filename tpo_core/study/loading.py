@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tpo_core.plumbing.common import default_device
+from tpo_core.plumbing.common import cache_root, default_device
 from tpo_core.world.data import reserve_and_test
 from tpo_core.world.presets import Preset, get_preset, validate
 from tpo_core.plumbing.sharding import Sharding, resolve
@@ -147,6 +147,23 @@ def _policy_config(preset: Preset):
     return configs[name]
 
 
+def _causal_pi0(preset: Preset, sft: pd.DataFrame, progress: bool) -> Path:
+    """The folder of a causal π_0 (``sft-llm:<name>``): the pretrained LM fine-tuned once on the SFT split's
+    prompts, formatted as the preset formats every prompt (:func:`tpo_core.world.causal_sft.train_causal_sft`)."""
+    from tpo_core.world.causal_sft import CAUSAL_SFT, causal_cache_folder, train_causal_sft
+    from tpo_core.world.llm_assets import ensure_llm
+
+    name = preset.policy.split(":", 1)[1]
+    if name not in CAUSAL_SFT:
+        raise ValueError(f"unknown causal SFT policy {preset.policy!r}; choose one of "
+                         f"{sorted('sft-llm:' + c for c in CAUSAL_SFT)}")
+    config, cache = CAUSAL_SFT[name], cache_root() / "policies"
+    base = ensure_llm(config.asset, progress=progress)
+    prompts, responses = preset.prompts(sft.document), list(sft.summary)
+    train_causal_sft(config, base, prompts, responses, cache_dir=cache, device=default_device())
+    return causal_cache_folder(cache, config, base, prompts, responses)
+
+
 def build_sources(preset: Preset, *, model_paths: dict | None = None, progress: bool = False) -> dict:
     """The preset's source rewards by arm name (``preset.sources`` specs, models resolved offline)."""
     from tpo_core.world.sources import make_source, source_keywords
@@ -222,8 +239,13 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     study = Study(preset, root, online.reset_index(drop=True), test, built, gold, model_paths=model_paths,
                   sharding=resolve(sharding), held_out=held_out)
     study.data_identity = {"online": data_sha256(study.online),
-                           "test": data_sha256(test.assign(document=[preset.prompt_prefix + d for d in test.document]))}
-    if preset.policy.startswith("sft:"):
+                           "test": data_sha256(test.assign(document=preset.prompts(test.document)))}
+    if preset.policy.startswith("sft-llm:"):
+        study.pi0_dir = _causal_pi0(preset, sft, progress)
+        manifest = study.pi0_dir / "manifest.json"
+        study.pi0_manifest = json.loads(manifest.read_text())
+        study.pi0_identity = {"weights": read_json(study.pi0_dir / CHECKSUMS)}
+    elif preset.policy.startswith("sft:"):
         config = _policy_config(preset)
         cache = cache_root() / "policies"
         train_sft(config, sft, cache_dir=cache, progress=progress)

@@ -75,9 +75,8 @@ def on_held_out(study: Study, n_prompts: int) -> Study:
     if study.held_out.empty:
         raise ValueError(f"preset {study.preset.name!r} has no held-out prompts beside its test prompts")
     test = study.held_out.iloc[:min(int(n_prompts), len(study.held_out))].reset_index(drop=True)
-    prefix = study.preset.prompt_prefix
     return replace(study, test=test, data_identity={
-        **study.data_identity, "test": data_sha256(test.assign(document=[prefix + d for d in test.document]))})
+        **study.data_identity, "test": data_sha256(test.assign(document=study.preset.prompts(test.document)))})
 
 
 def final_gold_matrix(study: Study, name: str, seed: int) -> np.ndarray:

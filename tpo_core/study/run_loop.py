@@ -29,7 +29,7 @@ def iteration_prompts(preset, prompts_df, seed: int, k: int) -> tuple[list[str],
     """The documents (with the preset's prompt prefix) and reference summaries of iteration ``k`` of a run
     with ``seed``: ``preset.prompts_per_iteration`` prompts drawn with :func:`tpo_core.plumbing.streams.iteration_prompts`."""
     prompts = sample_prompts(prompts_df, preset.prompts_per_iteration, prompts_rng(seed, k))
-    return [preset.prompt_prefix + d for d in prompts.document], list(prompts.summary)
+    return preset.prompts(prompts.document), list(prompts.summary)
 
 
 def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dict, gold, seed: int,

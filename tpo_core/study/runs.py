@@ -136,8 +136,8 @@ def run_dir(study: Study, name: str, seed: int) -> Path:
 
 #: Preset fields that decide iteration 1's online responses and their human scores (with π_0, the data,
 #: the human, the batching and the code).
-_FIRST_ONLINE_FIELDS = ("prompts_per_iteration", "prompt_prefix", "n_candidates", "temperature", "max_new_tokens",
-                        "max_input_tokens")
+_FIRST_ONLINE_FIELDS = ("prompts_per_iteration", "prompt_prefix", "prompt_suffix", "n_candidates", "temperature",
+                        "max_new_tokens", "max_input_tokens")
 
 
 def first_online_identity(study: Study, seed: int) -> dict:

@@ -38,7 +38,7 @@ def pi0_quality(study: Study, *, n_docs: int | None = None, seed: int = 0) -> pd
 
     p = study.preset
     test = study.test if n_docs is None else study.test.iloc[:n_docs]
-    docs, refs = [p.prompt_prefix + d for d in test.document], list(test.summary)
+    docs, refs = p.prompts(test.document), list(test.summary)
     pol = study.new_pi0()
     systems = {
         "pi_0 greedy": pol.greedy(docs, max_new_tokens=p.max_new_tokens),
@@ -93,7 +93,7 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     key = sha256_json({"n_prompts": n_prompts, "seed": seed, "sources": {a: source_identity(p.sources[a]) for a in study.sources},
-                       **{f: getattr(p, f) for f in ("pool_size", "temperature", "max_new_tokens", "prompt_prefix")},
+                       **{f: getattr(p, f) for f in ("pool_size", "temperature", "max_new_tokens", "prompt_prefix", "prompt_suffix")},
                        "pi0": study.pi0_identity, "data": study.data_identity, "gold": study.gold_identity,
                        "code": code_identity("study.source_measurement")})[:16]
     keyed = study.root / "sources" / key  # one folder a measurement: other settings measure beside it
@@ -104,7 +104,7 @@ def measure_sources(study: Study, *, n_prompts: int = 64, seed: int = 0, progres
             _publish_current(study.root, df, detail)
             return df.drop(columns="key"), detail.drop(columns="key")
     prompts = sample_prompts(study.online, n_prompts, source_prompts(seed))
-    docs = [p.prompt_prefix + d for d in prompts.document]
+    docs = p.prompts(prompts.document)
     refs = list(prompts.summary)
     pol = study.new_pi0()
     gen = torch.Generator().manual_seed(source_seed(seed))

@@ -6,6 +6,8 @@
   (distilbert) sources, the FsfairX-LLaMA3 reward model as the human, the authors' sizes. Loaded from
   the Hugging Face Hub, for GPU users; it cannot run on our machines.
 * ``smoke``: tiny random models and a handful of prompts, for tests.
+* ``gpu``: a causal policy (SmolLM2-135M after a short SFT) on the Debian task with offline sources and human,
+  sized for one GPU; it needs nothing from the Hub.
 
 Every field has a docstring; :func:`get_preset` validates every field before any compute.
 """
@@ -38,11 +40,15 @@ class Preset:
     prompt_prefix: str
     """Text put before each document (the authors use ``"Summarize: "``)."""
     policy: str
-    """Starting policy π_0: ``"sft:<config>"`` (trained once by ``tpo_core.world.policy``) or a Hub model id."""
+    """Starting policy π_0: ``"sft:<config>"`` (a T5 trained once by :mod:`tpo_core.world.sft`),
+    ``"sft-llm:<config>"`` (a pretrained causal LM fine-tuned once, :mod:`tpo_core.world.causal_sft`) or a Hub
+    model id."""
     sources: dict
     """Arm name -> source spec: ``{"kind": "rougeLsum" | "bertscore" | "llm-logprob", **kwargs}``."""
     gold: str
     """The simulated human r*: ``"mpnet"`` (embedded, smoke) or a sequence-classification reward model id (paper)."""
+    prompt_suffix: str = ""
+    """Text put after each document: where a causal policy's response begins (a seq2seq policy needs none)."""
     arms: tuple | None = None
     """The sources TPO and the exploit baselines may transfer from (``None``: all of ``sources``). The
     others are only measured in notebook 01: a source too slow to score every iteration within the budget."""
@@ -112,6 +118,10 @@ class Preset:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def prompts(self, documents) -> list[str]:
+        """The prompt of each document: ``prompt_prefix + document + prompt_suffix``."""
+        return [self.prompt_prefix + str(d) + self.prompt_suffix for d in documents]
 
 
 _EMBEDDED = Preset(
@@ -208,8 +218,47 @@ _SMOKE = replace(
     notes={"purpose": "tests and --quick: a tiny pi_0 trained in seconds, a few prompts"},
 )
 
+# The offline GPU preset: a causal policy (SmolLM2-135M fine-tuned once on the Debian task), the same Debian data,
+# reward sources and human as `embedded`, and the 0.5B Qwen2.5-Coder log-probability source as a third arm (too slow
+# for 2 CPU cores, quick on a GPU). Nothing comes from the Hub, so it runs on a GPU machine with no network.
+_GPU = replace(
+    _EMBEDDED,
+    name="gpu",
+    prompt_prefix="Debian package description:\n",
+    prompt_suffix="\nOne-line synopsis:",
+    policy="sft-llm:smollm2",
+    sources={
+        "rougeLsum": {"kind": "rougeLsum"},
+        "bertscore": {"kind": "bertscore"},
+        "LLM_qwen05": {"kind": "llm-logprob", "asset": "qwen05"},
+    },
+    arms=None,
+    seeds=(100, 200, 300, 400, 500),
+    control_seeds=None,
+    secondary_seeds=None,
+    prompts_per_iteration=512,
+    update_every=64,
+    warmup=64,
+    batch_size=32,
+    epochs=1,
+    max_input_tokens=128,
+    max_new_tokens=32,
+    learning_rate=1e-6,
+    ipo_learning_rate=None,
+    n_test_prompts=500,
+    eval_samples=2,
+    gold_autocast_bf16=False,
+    notes={
+        "policy": "SmolLM2-135M-Instruct (a causal LM; the PyPI GGUF, dequantised) after a short SFT on the Debian task",
+        "sources": "ROUGE-Lsum, BERTScore and Qwen2.5-Coder-0.5B's log-probability, all offline",
+        "sizes": "512 prompts/iteration, pool 16, 8 candidates, 5 seeds for every method; 500 test prompts, 2 samples",
+        "learning_rate": "1e-6, a common DPO rate for a model of this size: not tuned (no GPU has run the tuning "
+                         "protocol on it yet)",
+    },
+)
+
 #: The presets by name.
-PRESETS: dict[str, Preset] = {p.name: p for p in (_EMBEDDED, _PAPER, _SMOKE)}
+PRESETS: dict[str, Preset] = {p.name: p for p in (_EMBEDDED, _PAPER, _SMOKE, _GPU)}
 
 
 def learning_rate(preset: Preset, loss: str) -> float:
@@ -274,8 +323,8 @@ def validate(p: Preset) -> None:
     and their keyword arguments (:func:`tpo_core.world.sources.source_keywords`), arms among the sources."""
     from tpo_core.world.sources import source_keywords, source_kinds
 
-    for name in ("name", "dataset", "prompt_prefix", "policy", "gold"):
-        if not isinstance(getattr(p, name), str) or (name != "prompt_prefix" and not getattr(p, name)):
+    for name in ("name", "dataset", "prompt_prefix", "prompt_suffix", "policy", "gold"):
+        if not isinstance(getattr(p, name), str) or (not name.startswith("prompt_") and not getattr(p, name)):
             raise ValueError(f"{name} must be a non-empty string, got {getattr(p, name)!r}")
     for name, low in _INTS.items():
         v = getattr(p, name)
@@ -295,10 +344,10 @@ def validate(p: Preset) -> None:
         raise ValueError(f"seeds must be a non-empty tuple of integers, got {p.seeds!r}")
     if len(set(p.seeds)) != len(p.seeds):
         raise ValueError(f"seeds must be distinct, got {p.seeds!r}")
-    for field in ("secondary_seeds", "control_seeds"):
-        v = getattr(p, field)
+    for name in ("secondary_seeds", "control_seeds"):
+        v = getattr(p, name)
         if v is not None and (not _is_int(v) or v < 1):
-            raise ValueError(f"{field} must be None or an integer >= 1, got {v!r}")
+            raise ValueError(f"{name} must be None or an integer >= 1, got {v!r}")
     if not p.top_k < p.n_candidates or p.top_k > p.pool_size:
         raise ValueError(f"top_k must satisfy 1 <= top_k < n_candidates and top_k <= pool_size (online responses "
                          f"must remain among the candidates), got top_k={p.top_k}, n_candidates={p.n_candidates}, "
