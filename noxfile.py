@@ -78,6 +78,16 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def gpu_smoke(session: nox.Session) -> None:
+    """The offline `gpu` preset on a GPU (tpo_core/commands/gpu_smoke.py): one TPO iteration of a causal SmolLM2
+    policy, its throughput and checks, in about 5 minutes. PyPI's Linux torch==2.13.0 wheel is the CUDA build,
+    so the install is the same as the other sessions'. Refuses a machine without CUDA (`-- --tiny` runs toy
+    sizes on a CPU). Extra args go to `python -m tpo_core.commands.gpu_smoke`."""
+    _install(session)
+    session.run("python", "-m", "tpo_core.commands.gpu_smoke", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def check_book(session: nox.Session) -> None:
     """Open every chapter of the built book (book/_build/html) in headless Chromium, offline.
 

@@ -37,7 +37,7 @@ import torch
 from tpo_core.study.report import cpu_flags
 from tpo_core.plumbing.streams import iteration_prompts, iteration_seed
 
-__all__ = ["main"]
+__all__ = ["main", "generate_inputs", "bench_sampler", "bench_iteration"]
 
 
 class _Clock:
@@ -88,13 +88,29 @@ def _pair_rows(part, ours, peer, times, items, unit, **extra) -> list[dict]:
             for key, name in ((ours, ours), (peer, peer))]
 
 
+def generate_inputs(pol, docs) -> tuple[dict, dict]:
+    """The tensors and keywords with which ``generate`` answers ``docs`` as :meth:`Policy.sample` does: a seq2seq
+    policy's documents truncated to ``max_source_tokens`` and its decoder started from the pad token; a causal
+    policy's prompts left-padded, keeping their last ``max_source_tokens`` tokens. Tensors on the policy's device."""
+    tok = pol.tokenizer
+    if pol.is_encoder_decoder:
+        enc = tok(docs, truncation=True, max_length=pol.config.max_source_tokens, padding=True, return_tensors="pt")
+        extra = {"decoder_start_token_id": tok.pad_token_id}
+    else:
+        rows = [r[-pol.config.max_source_tokens:] for r in tok(docs)["input_ids"]]
+        width = max(len(r) for r in rows)
+        enc = {"input_ids": torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows]),
+               "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])}
+        extra = {"pad_token_id": tok.pad_token_id}
+    return {k: v.to(pol.device) for k, v in dict(enc).items()}, extra
+
+
 def bench_sampler(study, docs, rounds: int) -> list[dict]:
     """Policy.sample against generate on the same π_0, prompts and number of samples."""
     p = study.preset
     pol = study.new_pi0()
     n = p.n_candidates
-    enc = pol.tokenizer(docs, truncation=True, max_length=pol.config.max_source_tokens, padding=True,
-                        return_tensors="pt")
+    enc, extra = generate_inputs(pol, docs)
 
     def ours():
         pol.sample(docs, n, temperature=p.temperature, max_new_tokens=p.max_new_tokens,
@@ -104,8 +120,7 @@ def bench_sampler(study, docs, rounds: int) -> list[dict]:
         with torch.no_grad():
             torch.manual_seed(0)
             pol.model.generate(**enc, do_sample=True, top_k=0, top_p=1.0, temperature=p.temperature,
-                               num_return_sequences=n, max_new_tokens=p.max_new_tokens,
-                               decoder_start_token_id=pol.tokenizer.pad_token_id)
+                               num_return_sequences=n, max_new_tokens=p.max_new_tokens, **extra).cpu()  # synced
 
     times = _rounds({"tpo_core Policy.sample": ours, "transformers generate": peer}, rounds)
     return _pair_rows("sampler", "tpo_core Policy.sample", "transformers generate", times, len(docs) * n,
@@ -170,8 +185,9 @@ def bench_bertscore(study, responses, references, rounds: int) -> list[dict]:
                       max_abs_diff_vs_peer=float(np.abs(np.asarray(ours()) - peer().numpy()).max()))
 
 
-def bench_iteration(study, method: str, seed: int) -> dict:
-    """One iteration of ``method`` from π_0 on the preset's prompts per iteration: seconds by part."""
+def bench_iteration(study, method: str, seed: int, policy=None) -> dict:
+    """One iteration of ``method`` from π_0 (or ``policy``, trained in place) on the preset's prompts per
+    iteration: seconds by part, and the iteration's preference ``pairs``."""
     from tpo_core.tpo import empirical
     from tpo_core.world.data import sample_prompts
     from tpo_core.study.pipeline import RUNS, preference_config, choose_worst_best
@@ -183,7 +199,7 @@ def bench_iteration(study, method: str, seed: int) -> dict:
     except FileNotFoundError:  # no sources.csv yet: the preset's arms in their listed order
         worst, best = study.arm_names[0], study.arm_names[-1]
     clock = _Clock()
-    pol = study.new_pi0()
+    pol = study.new_pi0() if policy is None else policy
     timed_pol = clock.wrap(pol, "sample", "sampling")
     sources = {a: clock.wrap(s, "score", f"source {a}") for a, s in study.arms.items()}
     gold = clock.wrap(study.gold, "score", "human")
@@ -205,7 +221,7 @@ def bench_iteration(study, method: str, seed: int) -> dict:
     return {"part": f"iteration:{method}", "system": "tpo_core", "seconds": total, "items": len(docs),
             "unit": "labelled prompts", "items_per_s": len(docs) / total,
             "split": "; ".join(f"{k} {v:.2f}" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])),
-            **{f"seconds_{k.replace(' ', '_')}": v for k, v in parts.items()}}
+            **{f"seconds_{k.replace(' ', '_')}": v for k, v in parts.items()}, "pairs": pairs}
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -238,7 +254,7 @@ def main(argv=None) -> pd.DataFrame:
     rows = bench_sampler(st, docs, a.rounds) + bench_human(st, responses, refs, a.rounds)
     if any(spec["kind"] == "bertscore" for spec in p.sources.values()):
         rows += bench_bertscore(st, responses, refs, a.rounds)
-    rows += [bench_iteration(st, m, a.seed) for m in methods]
+    rows += [{k: v for k, v in bench_iteration(st, m, a.seed).items() if k != "pairs"} for m in methods]
     out = pd.DataFrame(rows).assign(preset=p.name, cpu_flags=cpu_flags(), threads=torch.get_num_threads(),
                                     torch=torch.__version__, load_1min_at_start=load,
                                     load_1min_at_end=os.getloadavg()[0])
