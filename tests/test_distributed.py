@@ -446,3 +446,44 @@ def test_trainer_refuses_engines_it_does_not_support():
         with pytest.raises(ValueError, match="DDP"):
             PreferenceTrainer(tiny_model("t5", tok), tok, PreferenceConfig(progress=False),
                               accelerator=SimpleNamespace(distributed_type=kind))
+
+
+def test_a_two_process_launch_flows_into_table1(tmp_path):
+    """Every run of the declared table made by ``accelerate launch`` on 2 CPU processes (``--group-size 2``), then
+    read in one process with ``load_study(group_size=2)`` (the notebooks' ``group_size`` parameter): nothing is
+    trained or judged again, and Table 1 comes out of the launch's results."""
+    import shutil
+    import subprocess
+    import sys
+
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.is_file():
+        accelerate = shutil.which("accelerate")
+    runs = ["tpo", "no-transfer", "exploit-worst", "exploit-best", "exploit-oracle"]
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29513",
+           "-m", "tpo_core.commands.distributed", "--preset", "smoke", "--results-root", str(tmp_path),
+           "--group-size", "2", "--evaluate", *[a for r in runs for a in ("--run", r)],
+           "--set", "worst_source='rougeLsum'", "--set", "best_source='bertscore'"]  # as the paper preset names them
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert [ln.split(",")[0] for ln in out.stdout.splitlines() if ln.startswith("done: ")] == [f"done: {r}" for r in runs]
+    fixed = dict(worst_source="rougeLsum", best_source="bertscore")
+    made = {f: (tmp_path / f).stat().st_mtime_ns for f in _files(tmp_path)}
+
+    study = S.load_study("smoke", results_root=tmp_path, group_size=2, sources="arms", **fixed)
+    S.run_all(study, runs, progress=False)  # found, not retrained
+    evals = S.evaluate_design(study, runs)  # found, not judged again
+    assert {f: (tmp_path / f).stat().st_mtime_ns for f in made} == made
+    table = S.write_table1(study, evals)
+    assert list(table.role.drop_duplicates()) == ["primary", "control", "secondary"]
+    assert (tmp_path / "smoke" / "table1.csv").is_file()
+    # one process without the launch's group size does not mistake them for its own
+    plain = S.load_study("smoke", results_root=tmp_path, sources="none", **fixed)
+    from tpo_core.plumbing.provenance import StaleResultError
+
+    with pytest.raises(StaleResultError):
+        S.check_run(plain, "tpo", plain.preset.seeds[0])
+    with pytest.raises(ValueError, match="not both"):
+        S.load_study("smoke", results_root=tmp_path, group_size=2, sharding=D.Sharding(2), with_models=False)

@@ -39,8 +39,9 @@ __all__ = ["main"]
 def main(argv=None) -> None:
     """``accelerate launch [--config_file F] -m tpo_core.commands.distributed --preset paper --run tpo --seed 100``.
 
-    Runs :func:`tpo_core.study.pipeline.run` (and, with ``--evaluate``, :func:`tpo_core.study.pipeline.evaluate_run`) for one
-    run and seed, sharded over the launched processes. ``--model-path HUB_ID=FOLDER`` maps the preset's
+    Runs :func:`tpo_core.study.pipeline.run` (and, with ``--evaluate``, :func:`tpo_core.study.pipeline.evaluate_run`) for each
+    ``--run`` and seed, sharded over the launched processes; the notebooks read the results with their
+    ``group_size`` parameter set to the launch's ``--group-size`` (``load_study(group_size=)``). ``--model-path HUB_ID=FOLDER`` maps the preset's
     models to local folders (as ``load_study(model_paths=)``), and ``--models-dir DIR`` maps all of them from the
     folder :mod:`tpo_core.commands.download` filled; ``--set field=value`` overrides preset fields
     (values parsed as Python literals)."""
@@ -51,7 +52,8 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m tpo_core.commands.distributed", description=main.__doc__)
     ap.add_argument("--preset", default="paper")
-    ap.add_argument("--run", default="tpo", choices=sorted(S.RUNS))
+    ap.add_argument("--run", action="append", choices=sorted(S.RUNS),
+                    help="repeatable; default: tpo. Each run on each seed, in the order given")
     ap.add_argument("--seed", type=int, action="append", help="repeatable; default: the preset's seeds")
     ap.add_argument("--results-root", default="results")
     ap.add_argument("--group-size", type=int, default=1)
@@ -87,12 +89,13 @@ def main(argv=None) -> None:
         study = S.load_study(args.preset, results_root=args.results_root, sources="arms", model_paths=paths,
                              sharding=sharding, **overrides)
     seeds = args.seed or list(study.preset.seeds)
-    for seed in seeds:
-        S.run(study, args.run, seed)
-    if args.evaluate:
-        S.evaluate_run(study, args.run, seeds)
-    if Sharding().state.is_main_process:
-        print(f"done: {args.run}, seeds {seeds}, under {Path(args.results_root) / study.preset.name}")
+    for name in args.run or ["tpo"]:
+        for seed in seeds:
+            S.run(study, name, seed)
+        if args.evaluate:
+            S.evaluate_run(study, name, seeds)
+        if Sharding().state.is_main_process:
+            print(f"done: {name}, seeds {seeds}, under {Path(args.results_root) / study.preset.name}")
 
 
 if __name__ == "__main__":

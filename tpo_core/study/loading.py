@@ -196,7 +196,8 @@ def build_gold(preset: Preset, *, model_paths: dict | None = None, progress: boo
 
 def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = "results",
                model_paths: dict | None = None, progress: bool = False, with_models: bool = True,
-               sources: str = "all", sharding: Sharding | None = None, **overrides) -> Study:
+               sources: str = "all", sharding: Sharding | None = None, group_size: int | None = None,
+               **overrides) -> Study:
     """Everything a notebook needs for ``preset`` (a name, with optional field ``overrides``, or a Preset).
 
     Bad input fails before any compute: an unknown preset or source, a missing model file (with the pip
@@ -208,7 +209,13 @@ def load_study(preset: str | Preset = "embedded", *, results_root: str | Path = 
     ``overrides`` means the preset's own seeds (a notebook's ``seeds`` parameter passes through as it is).
     ``sharding``: how a launch splits the work (:class:`~tpo_core.plumbing.sharding.Sharding`, what ``accelerate
     launch -m tpo_core.commands.distributed`` passes); it is part of the runs' and evaluations' keys.
+    ``group_size``: read (and, where missing, compute) results as a launch with ``--group-size`` does, in this one
+    process (``Sharding(group_size)``): how a notebook finds the runs and evaluations of ``accelerate launch``.
     """
+    if group_size is not None:
+        if sharding is not None:
+            raise ValueError("pass sharding or group_size, not both")
+        sharding = Sharding(group_size)
     if "seeds" in overrides and overrides["seeds"] is None:
         del overrides["seeds"]
     if sources not in ("all", "arms", "none"):
