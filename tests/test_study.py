@@ -247,6 +247,12 @@ def test_reward_model_gold_scores_the_chat_text(paper_stand_ins):
         manual = [rm.model(**rm.tokenizer(rm.chat_text(p, r), return_tensors="pt")).logits[0, 0].item()
                   for p, r in zip(prompts, responses)]
     np.testing.assert_allclose(s1, manual, rtol=1e-5, atol=1e-6)
+    # several texts of different lengths per call (the default batch): the same scores up to float rounding
+    many_p, many_r = prompts * 3 + ["a"], responses * 3 + ["the man is eating bread on a long blue mat"]
+    one = RewardModelGold(rm_dir, batch_size=1, progress=False).score(many_p, many_r, ["x"] * 7)
+    batched = RewardModelGold(rm_dir, progress=False)
+    assert batched.batch_size > 1
+    np.testing.assert_allclose(batched.score(many_p, many_r, ["x"] * 7), one, rtol=1e-4, atol=1e-5)
     assert "<assistant> on the mat" in rm.chat_text("the cat sat", "on the mat")
     with pytest.raises(ValueError, match="positive integer"):
         RewardModelGold(rm_dir, batch_size=0)
@@ -271,6 +277,16 @@ def test_seq2seq_logprob_source_is_the_policy_log_likelihood(paper_stand_ins, sm
     n_tokens = [len(pol.tokenizer(r)["input_ids"]) for r in resp]  # EOS included
     np.testing.assert_allclose(mean.score(docs, resp, ["x"] * 3), direct / n_tokens, rtol=1e-5)
     assert (s < 0).all() and n_tokens[2] == 1  # the empty response is scored by its EOS alone
+    # pools: each document answered several times, in any order and in groups of unequal size; the encoder runs
+    # once per document and chunk (shared_prompts) and the scores are the per-row log-likelihoods
+    pool_docs = [docs[0], docs[1], docs[0], docs[2], docs[1], docs[0], docs[2], docs[1]]
+    pool_resp = ["library for python", "a tool", "", "tool", "python", "a library", "x", "for the mat"]
+    with torch.no_grad():
+        direct = pol.sequence_logprobs(pool_docs, pool_resp).double().numpy()
+    for batch_size in (1, 3, 32):
+        got = make_source("seq2seq-logprob", model_path=t5_dir, batch_size=batch_size, progress=False).score(
+            pool_docs, pool_resp, ["x"] * len(pool_docs))
+        np.testing.assert_allclose(got, direct, rtol=1e-5)
 
 
 def test_variants_reuse_tpo_iteration_one(smoke, monkeypatch):

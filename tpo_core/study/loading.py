@@ -83,9 +83,13 @@ class Study:
 
     @property
     def gold_identity(self) -> dict:
-        """What the simulated human is: the preset's ``gold`` and, for mpnet, whether it runs in bf16."""
-        return {"gold": self.preset.gold, "bf16": getattr(self.gold, "autocast_bf16", None)
-                if self.gold is not None else _resolved_bf16(self.preset)}
+        """What the simulated human is: the preset's ``gold`` and, for mpnet, whether it runs in bf16; for a reward
+        model, also how many texts it scores per call (padding changes the last float bits)."""
+        ident = {"gold": self.preset.gold, "bf16": getattr(self.gold, "autocast_bf16", None)
+                 if self.gold is not None else _resolved_bf16(self.preset)}
+        if self.preset.gold != "mpnet" and self.gold is not None:
+            ident["batch_size"] = getattr(self.gold, "batch_size", None)
+        return ident
 
     @property
     def batching(self) -> dict:

@@ -239,13 +239,14 @@ class RewardModelGold:
     As the authors' script: the chat template is applied as text, the tokenizer's BOS
     string is removed (the tokenizer adds it again), inputs are truncated at ``max_length`` (2,048), and the
     raw logit of the single output is the score (``function_to_apply="none"``). The reference is not used.
+    ``batch_size`` texts are scored per call (padded; equal to one at a time up to float rounding, tested).
     ``model_path`` is a local folder, or a Hub id with ``local_files_only=False`` (GPU users). ``dtype``
     ``"auto"`` loads the weights in bf16 on a CUDA device that supports it, in fp32 elsewhere.
     """
 
     name = "gold-reward-model"
 
-    def __init__(self, model_path: str | Path, *, batch_size: int = 1, max_length: int = 2048,
+    def __init__(self, model_path: str | Path, *, batch_size: int = 16, max_length: int = 2048,
                  device: str = "cpu", dtype: str = "auto", local_files_only: bool = True, progress: bool = True):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer

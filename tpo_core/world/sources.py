@@ -400,7 +400,9 @@ class Seq2SeqLogProb(SourceReward):
     over the response tokens and EOS.
 
     ``model_path``: a local folder, or a Hub id with ``local_files_only=False`` (GPU users of the ``paper``
-    preset). Computed by :meth:`tpo_core.world.policy.Policy.sequence_logprobs` in batches of ``batch_size``.
+    preset). Computed by :func:`tpo_core.tpo.logprobs.sequence_logprobs` on about ``batch_size`` rows at a time;
+    the responses to one document (a Best-of-N pool repeats it N times) share one run of the encoder
+    (``shared_prompts``), which gives the same log-probabilities for a fraction of the encoder's FLOPs.
     """
 
     name = "seq2seq-logprob"
@@ -420,22 +422,39 @@ class Seq2SeqLogProb(SourceReward):
         self.reduction, self.prefix, self.batch_size = reduction, prefix, int(batch_size)
         self.name, self.progress = name, bool(progress)
 
+    def _chunks(self, prompts) -> list[list[list[int]]]:
+        """Row indices in chunks of about ``batch_size`` rows: each chunk a list of ``m`` blocks, block ``j`` holding
+        the ``j``-th response of each of the chunk's documents, every document of a chunk answered ``m`` times."""
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p, []).append(i)
+        by_size: dict[int, list[list[int]]] = {}
+        for rows in groups.values():
+            by_size.setdefault(len(rows), []).append(rows)
+        chunks = []
+        for m, docs in by_size.items():
+            step = max(1, self.batch_size // m)
+            chunks += [[[rows[j] for rows in docs[c:c + step]] for j in range(m)] for c in range(0, len(docs), step)]
+        return chunks
+
     def _score(self, prompts, responses, references, progress):
         import torch
 
+        from tpo_core.tpo.logprobs import sequence_logprobs
+
         out = np.zeros(len(responses))
-        tok = self.policy.tokenizer
+        tok, pol = self.policy.tokenizer, self.policy
         with torch.no_grad():
-            for i in tqdm(range(0, len(responses), self.batch_size), desc=self.name, disable=not progress,
-                          mininterval=2):
-                docs = [self.prefix + p for p in prompts[i:i + self.batch_size]]
-                resp = responses[i:i + self.batch_size]
-                lp = self.policy.sequence_logprobs(docs, resp).double().cpu().numpy()
+            for blocks in tqdm(self._chunks(prompts), desc=self.name, disable=not progress, mininterval=2):
+                rows = [i for block in blocks for i in block]
+                batch = pol.encode([self.prefix + prompts[i] for i in rows], [responses[i] for i in rows])
+                batch = {k: v.to(pol.device) for k, v in batch.items()}
+                lp = sequence_logprobs(pol.model, batch, True, shared_prompts=len(blocks)).double().cpu().numpy()
                 if self.reduction == "mean":
-                    n = [len(tok(r, truncation=True, max_length=self.policy.config.max_target_tokens)["input_ids"])
-                         for r in resp]
+                    n = [len(tok(responses[i], truncation=True, max_length=pol.config.max_target_tokens)["input_ids"])
+                         for i in rows]
                     lp = lp / np.maximum(n, 1)
-                out[i:i + len(resp)] = lp
+                out[rows] = lp
         return out
 
 
