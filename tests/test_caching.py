@@ -316,6 +316,21 @@ def test_reproduce_settings_parse_as_literals():
             reproduce.parse_settings(bad)
 
 
+def test_key_value_arguments_are_parsed_in_one_place(capsys):
+    """``--set`` and ``--model-path`` of reproduce, prune and distributed go through tpo_core.commands.cli."""
+    from tpo_core.commands import cli, distributed, prune
+
+    assert reproduce.parse_settings is cli.parse_settings
+    assert cli.key_values(["org/model=/x=y", "c= d"]) == {"org/model": "/x=y", "c": " d"}
+    for bad in (["nothing"], ["=folder"]):
+        with pytest.raises(ValueError, match="HUB_ID=FOLDER"):
+            cli.key_values(bad)
+    for main in (distributed.main, prune.main):
+        with pytest.raises(SystemExit):
+            main(["--model-path", "no-folder"])
+        assert "HUB_ID=FOLDER" in capsys.readouterr().err
+
+
 def test_reproduce_settings_reach_exactly_the_notebooks_that_declare_them(tmp_path, monkeypatch):
     """``--set`` passes a parameter to every notebook declaring it, changes that notebook's key, and is refused
     when no notebook run declares it."""

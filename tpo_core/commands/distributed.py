@@ -46,8 +46,8 @@ def main(argv=None) -> None:
     folder :mod:`tpo_core.commands.download` filled; ``--set field=value`` overrides preset fields
     (values parsed as Python literals)."""
     import argparse
-    import ast
 
+    from tpo_core.commands.cli import key_values, parse_settings
     from tpo_core.study import pipeline as S
 
     ap = argparse.ArgumentParser(prog="python -m tpo_core.commands.distributed", description=main.__doc__)
@@ -63,22 +63,10 @@ def main(argv=None) -> None:
     ap.add_argument("--evaluate", action="store_true")
     args = ap.parse_args(argv)
 
-    def pairs(items, what):
-        out = {}
-        for item in items:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise SystemExit(f"{what} expects KEY=VALUE, got {item!r}")
-            out[key] = value
-        return out
-
-    overrides = {}
-    for key, value in pairs(args.set, "--set").items():
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
-    paths = pairs(args.model_path, "--model-path")
+    try:
+        overrides, paths = parse_settings(args.set), key_values(args.model_path)
+    except ValueError as err:
+        ap.error(str(err))
     if args.models_dir is not None:
         from tpo_core.commands.download import model_paths
         from tpo_core.world.presets import get_preset

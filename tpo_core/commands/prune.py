@@ -32,7 +32,7 @@ from tpo_core.study.judging import eval_settings_key
 from tpo_core.study.loading import Study, load_study
 from tpo_core.plumbing.provenance import sha256_json
 from tpo_core.plumbing.sharding import Sharding
-from tpo_core.commands.reproduce import parse_settings
+from tpo_core.commands.cli import key_values, parse_settings
 from tpo_core.study.runs import RUNS, first_online_dir, run_key
 
 __all__ = ["Entry", "entries", "prune", "main"]
@@ -137,11 +137,12 @@ def main(argv=None) -> int:
                          "hold the data's sha256)")
     ap.add_argument("--delete", action="store_true", help="remove the unused folders (after listing them)")
     a = ap.parse_args(argv)
-    paths = dict(item.split("=", 1) for item in a.model_path if "=" in item)
-    if len(paths) != len(a.model_path):
-        ap.error(f"--model-path expects HUB_ID=FOLDER, got {a.model_path}")
+    try:
+        paths, settings = key_values(a.model_path), parse_settings(a.settings)
+    except ValueError as err:
+        ap.error(str(err))
     study = load_study(a.preset, results_root=a.results_dir, with_models=False, sources="none", model_paths=paths,
-                       sharding=None if a.group_size is None else Sharding(a.group_size), **parse_settings(a.settings))
+                       sharding=None if a.group_size is None else Sharding(a.group_size), **settings)
     prune(study, delete=a.delete)
     return 0
 

@@ -32,6 +32,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from tpo_core.commands.cli import parse_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -142,21 +144,6 @@ def _spec(name: str) -> NotebookSpec:
         if spec.name == name:
             return spec
     raise ValueError(f"unknown notebook {name!r}; known: {[s.name for s in NOTEBOOKS]}")
-
-
-def parse_settings(items) -> dict:
-    """``["seeds=[1, 2]", "preset=smoke"]`` -> ``{"seeds": [1, 2], "preset": "smoke"}``: each value is read as a
-    Python literal (numbers, lists, ``None``, quoted strings), else kept as the string written."""
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise ValueError(f"a setting is NAME=VALUE, got {item!r}")
-        try:
-            out[name.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[name.strip()] = value
-    return out
 
 
 def run_notebook(spec: NotebookSpec, *, quick: bool = False, force: bool = False,
