@@ -17,7 +17,7 @@ import pandas as pd
 from tpo_core.plumbing.common import quiet_loading
 from tpo_core.plumbing.provenance import publish_dir, record_checksums, verify_checksums
 
-__all__ = ["load_checkpoint", "latest_checkpoint", "save_checkpoint", "train_or_load", "resume"]
+__all__ = ["load_checkpoint", "load_into", "latest_checkpoint", "save_checkpoint", "train_or_load", "resume"]
 
 
 def load_checkpoint(model, path, *, rebuild: str | None = None) -> None:
@@ -28,6 +28,11 @@ def load_checkpoint(model, path, *, rebuild: str | None = None) -> None:
     with quiet_loading():
         saved = type(model).from_pretrained(path, dtype=next(model.parameters()).dtype)
     model.load_state_dict(saved.state_dict())
+
+
+def load_into(trainer, path) -> None:
+    """:func:`load_checkpoint` into the model a preference trainer optimises (unwrapped from DDP)."""
+    load_checkpoint(trainer.accelerator.unwrap_model(trainer.model), path)
 
 
 def latest_checkpoint(out_dir) -> tuple[int, Path] | None:
@@ -63,7 +68,7 @@ def train_or_load(trainer, pairs, out_dir, iteration: int) -> pd.DataFrame:
     """
     final = Path(out_dir) / f"iter_{iteration}"
     if final.is_dir():
-        load_checkpoint(trainer.accelerator.unwrap_model(trainer.model), final)
+        load_into(trainer, final)
         return pd.read_csv(final / "logs.csv")
     logs = trainer.train_iteration(pairs, iteration)
     save_checkpoint(trainer, final, logs, iteration, len(pairs))
@@ -76,5 +81,5 @@ def resume(trainer, out_dir) -> int | None:
     last = latest_checkpoint(out_dir) if Path(out_dir).is_dir() else None
     if last is None:
         return None
-    load_checkpoint(trainer.accelerator.unwrap_model(trainer.model), last[1])
+    load_into(trainer, last[1])
     return last[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tpo_core.study.checkpoints import load_checkpoint, train_or_load
+from tpo_core.study.checkpoints import load_into, train_or_load
 from tpo_core.world.data import sample_prompts
 from tpo_core.tpo.empirical import collect_iteration, make_selector
 from tpo_core.plumbing.progress import track
@@ -63,7 +63,7 @@ def run_method(method: str, policy, trainer, *, preset, prompts_df, sources: dic
     for k in track(range(1, preset.n_iterations + 1), f"{method} seed {seed}: iterations", disable=True):
         records_path, ckpt = out_dir / f"records_iter_{k}.csv", out_dir / f"iter_{k}"
         if ckpt.is_dir() and records_path.exists():
-            load_checkpoint(trainer.accelerator.unwrap_model(trainer.model), ckpt)
+            load_into(trainer, ckpt)
             records = pd.read_csv(records_path, dtype={"arm": str})
             logs = pd.read_csv(ckpt / "logs.csv")
             state_k = out_dir / f"selector_state_iter_{k}.json"
