@@ -87,8 +87,10 @@ class Study:
         model, also how many texts it scores per call (padding changes the last float bits)."""
         ident = {"gold": self.preset.gold, "bf16": getattr(self.gold, "autocast_bf16", None)
                  if self.gold is not None else _resolved_bf16(self.preset)}
-        if self.preset.gold != "mpnet" and self.gold is not None:
-            ident["batch_size"] = getattr(self.gold, "batch_size", None)
+        if self.preset.gold != "mpnet":  # the same whether or not the models were loaded (prune loads none)
+            from tpo_core.world.oracle import REWARD_MODEL_BATCH
+
+            ident["batch_size"] = REWARD_MODEL_BATCH
         return ident
 
     @property

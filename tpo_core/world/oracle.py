@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from tpo_core.plumbing.common import check_inputs, check_positive_ints, quiet_loading
 
-__all__ = ["GoldReward", "native_bf16", "RewardModelGold"]
+__all__ = ["GoldReward", "native_bf16", "RewardModelGold", "REWARD_MODEL_BATCH"]
 
 
 def _read_json(path: Path):
@@ -232,6 +232,11 @@ def _reward_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
+#: Texts the reward-model human scores per call (:class:`RewardModelGold`); part of the human's identity, since
+#: padding changes the last float bits.
+REWARD_MODEL_BATCH = 16
+
+
 class RewardModelGold:
     """``r*`` of the ``paper`` preset: a Bradley-Terry sequence-classification reward model
     (``sfairXC/FsfairX-LLaMA3-RM-v0.1``), scoring the chat ``[user: prompt, assistant: response]``.
@@ -246,7 +251,7 @@ class RewardModelGold:
 
     name = "gold-reward-model"
 
-    def __init__(self, model_path: str | Path, *, batch_size: int = 16, max_length: int = 2048,
+    def __init__(self, model_path: str | Path, *, batch_size: int = REWARD_MODEL_BATCH, max_length: int = 2048,
                  device: str = "cpu", dtype: str = "auto", local_files_only: bool = True, progress: bool = True):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
