@@ -450,11 +450,15 @@ def test_trainer_refuses_engines_it_does_not_support():
 
 def test_a_two_process_launch_flows_into_table1(tmp_path):
     """Every run of the declared table made by ``accelerate launch`` on 2 CPU processes (``--group-size 2``), then
-    read in one process with ``load_study(group_size=2)`` (the notebooks' ``group_size`` parameter): nothing is
-    trained or judged again, and Table 1 comes out of the launch's results."""
+    read in one process with ``load_study(group_size=2)``, and by the Table 1 chapter with its ``group_size``
+    parameter: nothing is trained or judged again, and Table 1 comes out of the launch's results."""
     import shutil
     import subprocess
     import sys
+
+    from tpo_core.commands import reproduce
+
+    S.measure_sources(S.load_study("smoke", results_root=tmp_path), n_prompts=6, seed=0)  # chapter 01's ranking
 
     accelerate = Path(sys.executable).with_name("accelerate")
     if not accelerate.is_file():
@@ -463,24 +467,29 @@ def test_a_two_process_launch_flows_into_table1(tmp_path):
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29513",
            "-m", "tpo_core.commands.distributed", "--preset", "smoke", "--results-root", str(tmp_path),
-           "--group-size", "2", "--evaluate", *[a for r in runs for a in ("--run", r)],
-           "--set", "worst_source='rougeLsum'", "--set", "best_source='bertscore'"]  # as the paper preset names them
+           "--group-size", "2", "--evaluate", *[a for r in runs for a in ("--run", r)]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert [ln.split(",")[0] for ln in out.stdout.splitlines() if ln.startswith("done: ")] == [f"done: {r}" for r in runs]
-    fixed = dict(worst_source="rougeLsum", best_source="bertscore")
     made = {f: (tmp_path / f).stat().st_mtime_ns for f in _files(tmp_path)}
 
-    study = S.load_study("smoke", results_root=tmp_path, group_size=2, sources="arms", **fixed)
+    study = S.load_study("smoke", results_root=tmp_path, group_size=2, sources="arms")
     S.run_all(study, runs, progress=False)  # found, not retrained
     evals = S.evaluate_design(study, runs)  # found, not judged again
     assert {f: (tmp_path / f).stat().st_mtime_ns for f in made} == made
     table = S.write_table1(study, evals)
     assert list(table.role.drop_duplicates()) == ["primary", "control", "secondary"]
     assert (tmp_path / "smoke" / "table1.csv").is_file()
+    # the chapter, as `nox -s reproduce -- --set group_size=2` runs it: the same table from the same files
+    (tmp_path / "smoke" / "table1.csv").unlink()
+    reproduce.run_notebook(reproduce._spec("04_table1"), quick=True, settings={"group_size": 2},
+                           executed_dir=tmp_path / "executed", results_dir=tmp_path)
+    assert {f: (tmp_path / f).stat().st_mtime_ns for f in made} == made
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "smoke" / "table1.csv")[["role", "method", "baseline"]],
+                                  table[["role", "method", "baseline"]])
     # one process without the launch's group size does not mistake them for its own
-    plain = S.load_study("smoke", results_root=tmp_path, sources="none", **fixed)
+    plain = S.load_study("smoke", results_root=tmp_path, sources="none")
     from tpo_core.plumbing.provenance import StaleResultError
 
     with pytest.raises(StaleResultError):
