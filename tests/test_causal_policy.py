@@ -33,16 +33,19 @@ def test_is_causal_and_checks_its_input(policy):
         policy.sample([], 2)
 
 
-def test_greedy_matches_generate(policy):
-    """Peer oracle: ``generate(do_sample=False)`` on each prompt alone; ours batches prompts of different lengths
-    (left padding with true positions, one prefill, the KV cache)."""
-    ours = policy.greedy(DOCS, max_new_tokens=8)
-    for doc, got in zip(DOCS, ours):
-        ids = torch.tensor([_prompt_ids(policy, doc)])
+def _assert_greedy_is_generate(pol, docs, max_new):
+    """Peer oracle: ``generate(do_sample=False)`` on each prompt alone against our batched greedy decoding."""
+    for doc, got in zip(docs, pol.greedy(docs, max_new_tokens=max_new)):
+        ids = torch.tensor([_prompt_ids(pol, doc)])
         with torch.no_grad():
-            out = policy.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                        max_new_tokens=8, pad_token_id=policy.tokenizer.pad_token_id)
-        assert got == policy.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            out = pol.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=max_new, pad_token_id=pol.tokenizer.pad_token_id)
+        assert got == pol.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_greedy_matches_generate(policy):
+    """Ours batches prompts of different lengths (left padding with true positions, one prefill, the KV cache)."""
+    _assert_greedy_is_generate(policy, DOCS, 8)
 
 
 def _reference_sample(pol, doc, n, gen, max_new, temperature):
@@ -139,14 +142,7 @@ def test_smollm2_offline_smoke():
     pol = Policy.from_pretrained(folder, max_source_tokens=48, max_target_tokens=8, name="smollm2")
     docs = ["Package: python3-requests. Description: elegant and simple HTTP library for Python.\nSummary:",
             "Package: htop. Description: interactive processes viewer.\nSummary:"]
-    torch.manual_seed(0)
-    greedy = pol.greedy(docs, max_new_tokens=6)
-    for doc, got in zip(docs, greedy):
-        ids = torch.tensor([_prompt_ids(pol, doc)])
-        with torch.no_grad():
-            out = pol.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                     max_new_tokens=6, pad_token_id=pol.tokenizer.pad_token_id)
-        assert got == pol.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    _assert_greedy_is_generate(pol, docs, 6)
     a, b = pol.sample(docs, 2, seed=5, max_new_tokens=6), pol.sample(docs, 2, seed=5, max_new_tokens=6)
     assert a == b and len(a) == 2 and all(len(r) == 2 for r in a)
     with torch.no_grad():
