@@ -6,11 +6,7 @@ import torch
 
 from tpo_core.world.presets import get_preset
 
-TINY = dict(policy="sft-llm:smollm2-smoke", sources={"rougeLsum": {"kind": "rougeLsum"},
-                                                     "bertscore": {"kind": "bertscore"}},
-            prompts_per_iteration=4, n_candidates=2, pool_size=2, top_k=1, n_iterations=1, seeds=(0,),
-            max_new_tokens=4, max_input_tokens=48, batch_size=2, update_every=2, warmup=1, n_test_prompts=3,
-            eval_samples=1)
+from tpo_core.commands.gpu_smoke import TINY  # the same toy sizes the GPU smoke check runs with --tiny
 
 
 def _smollm2_or_skip():

@@ -72,11 +72,15 @@ def make_pairs(n: int, prompt_tokens: int, response_tokens: int, vocab_size: int
              "rejected": " " + words(response_tokens - 1)} for _ in range(n)]
 
 
-def matmul_peak(n: int = 4096, repeats: int = 5) -> float:
-    """Best fp32 ``torch.matmul`` FLOP/s on n×n matrices."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 4096, repeats: int = 5, *, device="cpu", dtype=torch.float32) -> float:
+    """Best ``torch.matmul`` FLOP/s on n×n matrices in ``dtype`` on ``device`` (CUDA: synchronised, with its
+    current TF32 setting)."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     torch.matmul(a, b)
-    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(repeats))
+    sync()
+    best = min(_timed(lambda: (torch.matmul(a, b), sync())) for _ in range(repeats))
     return 2 * n**3 / best
 
 

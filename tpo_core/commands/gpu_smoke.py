@@ -26,9 +26,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tpo_core.commands.bench import matmul_peak
 from tpo_core.commands.bench_loop import bench_iteration, bench_sampler, generate_inputs
 
-__all__ = ["main", "device_matmul_peak", "TINY"]
+__all__ = ["main", "TINY"]
 
 #: Toy sizes for ``--tiny`` (CPU, the test suite): the 2-step SFT, two reward sources, 4 prompts.
 TINY = dict(policy="sft-llm:smollm2-smoke", sources={"rougeLsum": {"kind": "rougeLsum"},
@@ -36,26 +37,6 @@ TINY = dict(policy="sft-llm:smollm2-smoke", sources={"rougeLsum": {"kind": "roug
             arms=None, prompts_per_iteration=4, n_candidates=2, pool_size=2, top_k=1, n_iterations=1,
             max_new_tokens=4, max_input_tokens=48, batch_size=2, update_every=2, warmup=1, n_test_prompts=2,
             eval_samples=1)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def device_matmul_peak(device, dtype=torch.float32, n: int = 4096, repeats: int = 5) -> float:
-    """Best ``torch.matmul`` FLOP/s of n×n matrices in ``dtype`` on ``device`` (with its current TF32 setting)."""
-    device = torch.device(device)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    torch.matmul(a, b)
-    _sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.matmul(a, b)
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
 
 
 def _device_name(device: torch.device) -> str:
@@ -128,7 +109,7 @@ def main(argv=None) -> pd.DataFrame:
     rows.append({k: v for k, v in it.items() if k != "pairs"})
     pairs = it["pairs"]
     flops = _training_flops(pol, pairs, p.epochs)
-    peak = device_matmul_peak(device, dtype, n=512 if a.tiny else 4096)
+    peak = matmul_peak(512 if a.tiny else 4096, device=device, dtype=dtype)
     train_s = it["seconds_training"]
     rows.append({"part": "trainer", "system": "tpo_core PreferenceTrainer", "seconds": train_s, "items": len(pairs),
                  "unit": "pairs", "items_per_s": len(pairs) / train_s, "model_flops": flops,
