@@ -155,8 +155,8 @@ def _policy_config(preset: Preset):
 
 def _causal_pi0(preset: Preset, sft: pd.DataFrame, progress: bool) -> Path:
     """The folder of a causal π_0 (``sft-llm:<name>``): the pretrained LM fine-tuned once on the SFT split's
-    prompts, formatted as the preset formats every prompt (:func:`tpo_core.world.causal_sft.train_causal_sft`)."""
-    from tpo_core.world.causal_sft import CAUSAL_SFT, causal_cache_folder, train_causal_sft
+    prompts, formatted as the preset formats every prompt (:func:`tpo_core.world.causal_sft.ensure_causal_sft`)."""
+    from tpo_core.world.causal_sft import CAUSAL_SFT, ensure_causal_sft
     from tpo_core.world.llm_assets import ensure_llm
 
     name = preset.policy.split(":", 1)[1]
@@ -165,9 +165,8 @@ def _causal_pi0(preset: Preset, sft: pd.DataFrame, progress: bool) -> Path:
                          f"{sorted('sft-llm:' + c for c in CAUSAL_SFT)}")
     config, cache = CAUSAL_SFT[name], cache_root() / "policies"
     base = ensure_llm(config.asset, progress=progress)
-    prompts, responses = preset.prompts(sft.document), list(sft.summary)
-    train_causal_sft(config, base, prompts, responses, cache_dir=cache, device=default_device())
-    return causal_cache_folder(cache, config, base, prompts, responses)
+    return ensure_causal_sft(config, base, preset.prompts(sft.document), list(sft.summary), cache_dir=cache,
+                             device=default_device())
 
 
 def build_sources(preset: Preset, *, model_paths: dict | None = None, progress: bool = False) -> dict:

@@ -24,7 +24,7 @@ from tpo_core.plumbing.provenance import code_identity, publish_dir, sha256_file
 from tpo_core.world.policy import Policy
 from tpo_core.world.policy_config import PolicyConfig
 
-__all__ = ["CausalSFTConfig", "CAUSAL_SFT", "train_causal_sft", "causal_cache_folder"]
+__all__ = ["CausalSFTConfig", "CAUSAL_SFT", "ensure_causal_sft", "train_causal_sft", "causal_cache_folder"]
 
 
 @dataclass(frozen=True)
@@ -111,16 +111,16 @@ def _fit(config: CausalSFTConfig, base_dir: Path, prompts: list[str], responses:
     return model.eval(), tok, losses
 
 
-def train_causal_sft(config: CausalSFTConfig, base_dir, prompts, responses, *, cache_dir, device="cpu") -> Policy:
-    """``pi_0``: :func:`_fit` of the LM in ``base_dir`` on (``prompts``, ``responses``), trained once and kept in
-    :func:`causal_cache_folder` with a ``manifest.json`` (configuration, losses, wall time); the folder appears
-    whole or not at all, and a later call with the same inputs loads it."""
+def ensure_causal_sft(config: CausalSFTConfig, base_dir, prompts, responses, *, cache_dir, device="cpu") -> Path:
+    """The folder of ``pi_0``: :func:`_fit` of the LM in ``base_dir`` on (``prompts``, ``responses``), trained once
+    and kept in :func:`causal_cache_folder` with a ``manifest.json`` (configuration, losses, wall time); the folder
+    appears whole or not at all, and a later call with the same inputs only finds it."""
     prompts, responses = [str(p) for p in prompts], [str(r) for r in responses]
     if not prompts or len(prompts) != len(responses):
         raise ValueError(f"need as many responses as prompts, at least one: got {len(prompts)} and {len(responses)}")
     final = causal_cache_folder(cache_dir, config, base_dir, prompts, responses)
     if (final / "manifest.json").is_file():
-        return Policy.load(final)
+        return final
     t0 = time.perf_counter()
     model, tok, losses = _fit(config, Path(base_dir), prompts, responses, device)
     policy = Policy(model.cpu(), tok, PolicyConfig(name=config.name, vocab_size=len(tok),
@@ -133,4 +133,9 @@ def train_causal_sft(config: CausalSFTConfig, base_dir, prompts, responses, *, c
             {"config": asdict(config), "pairs": len(prompts), "train_wall_s": round(time.perf_counter() - t0, 2),
              "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]), "losses": losses},
             indent=2))
-    return Policy.load(final)
+    return final
+
+
+def train_causal_sft(config: CausalSFTConfig, base_dir, prompts, responses, *, cache_dir, device="cpu") -> Policy:
+    """``pi_0`` loaded from :func:`ensure_causal_sft`'s folder."""
+    return Policy.load(ensure_causal_sft(config, base_dir, prompts, responses, cache_dir=cache_dir, device=device))
