@@ -140,7 +140,7 @@ _EMBEDDED = Preset(
         "LLM_qwen05": {"kind": "llm-logprob", "asset": "qwen05"},
     },
     arms=("rougeLsum", "bertscore"),
-    seeds=tuple(range(100, 1300, 100)),
+    seeds=tuple(range(100, 2100, 100)),
     control_seeds=6,
     secondary_seeds=4,
     prompts_per_iteration=64,
@@ -156,7 +156,7 @@ _EMBEDDED = Preset(
         "data": "Debian package descriptions -> one-line synopsis (XSum needs the Hub)",
         "policy": "a small T5 trained once by SFT on 2 CPU cores (T5-small is on the Hub only)",
         "gold": "all-mpnet-base-v2 similarity to the human synopsis, in bf16 on CPUs with native bf16 (the Llama-3 RM is on the Hub only)",
-        "sizes": "64 prompts/iteration, pool 16; 12 seeds for TPO and no-transfer, 6 for the oracle, 4 for the "
+        "sizes": "64 prompts/iteration, pool 16; 20 seeds for TPO and no-transfer, 6 for the oracle, 4 for the "
                  "exploit baselines, 5 for the ablations and IPO runs of the extended study; 200 test prompts with 2 "
                  "sampled responses each",
         "arms": "the LLM sources are measured but not transferred from (too slow to score every iteration)",
