@@ -87,3 +87,26 @@ def test_primary_cell_is_the_t_test_of_the_per_seed_win_rates():
     assert r.p_value == pytest.approx(2 * stats.t.sf(abs(per_seed.mean() - 0.5) / se, len(SEEDS) - 1))
     assert (r.ci_high - r.ci_low) / 2 == pytest.approx(100 * stats.t.ppf(0.975, len(SEEDS) - 1) * se)
     assert r.tie_rate == 0.0
+
+
+def test_judged_checkpoints_follow_the_design(monkeypatch):
+    """Every iteration is judged on the secondary seeds, the last elsewhere: with 6 seeds, 4 secondary, the
+    control on 5 and 3 iterations, TPO and no-transfer judge 4·3 + 2, the oracle 4·3 + 1, the exploit runs 4·3;
+    and they are exactly the (seed, iteration) cells that ``declared_table`` reads."""
+    from tpo_core.study import table1
+    from tpo_core.study.table1 import judged_checkpoints
+
+    study = _study(secondary=4, control=5)
+    names = ["tpo", "no-transfer", "exploit-oracle", "exploit-worst", "exploit-best"]
+    assert judged_checkpoints(study, names) == {"tpo": 14, "no-transfer": 14, "exploit-oracle": 13,
+                                                 "exploit-worst": 12, "exploit-best": 12}
+    evals = _evals(np.random.default_rng(3), {n: 0.0 for n in names})
+    name_of, read = {id(df): n for n, df in evals.items()}, {n: set() for n in names}
+    matrix = table1._matrix
+
+    def spy(df, iteration, seeds):  # records the (seed, iteration) cells of each run the table reads
+        read[name_of[id(df)]] |= {(s, iteration) for s in seeds}
+        return matrix(df, iteration, seeds)
+    monkeypatch.setattr(table1, "_matrix", spy)
+    declared_table(study, evals, n_boot=10)
+    assert {n: len(c) for n, c in read.items()} == judged_checkpoints(study, names)
