@@ -76,7 +76,7 @@ def matmul_peak(n: int = 4096, repeats: int = 5, *, device="cpu", dtype=torch.fl
     """Best ``torch.matmul`` FLOP/s on n×n matrices in ``dtype`` on ``device`` (CUDA: synchronised, with its
     current TF32 setting)."""
     device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     torch.matmul(a, b)
     sync()

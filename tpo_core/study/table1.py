@@ -142,12 +142,10 @@ def evaluate_design(study: Study, names, *, progress: bool = False) -> dict[str,
     """:func:`evaluate_run` as the declared analysis needs it (:func:`declared_table`): each run's last iteration
     on every seed the run has (:func:`tpo_core.study.runs.run_seeds`), and every iteration on :func:`early_seeds`.
     Returns run name -> frame."""
-    last, early = study.preset.n_iterations, set(early_seeds(study))
+    last = study.preset.n_iterations
     out = {}
     for name in names:
-        seeds = run_seeds(study, name)
-        few = [s for s in seeds if s in early]
-        rest = [s for s in seeds if s not in early]
+        few, rest = _design_seeds(study, name)
         frames = [evaluate_run(study, name, few, progress=progress)] if few else []
         if rest:
             frames.append(evaluate_run(study, name, rest, iterations=[last], progress=progress))
@@ -155,11 +153,20 @@ def evaluate_design(study: Study, names, *, progress: bool = False) -> dict[str,
     return out
 
 
+def _design_seeds(study: Study, name: str) -> tuple[list[int], list[int]]:
+    """Run ``name``'s seeds as :func:`evaluate_design` judges them: (every iteration, the last iteration only)."""
+    seeds, early = run_seeds(study, name), set(early_seeds(study))
+    return [s for s in seeds if s in early], [s for s in seeds if s not in early]
+
+
 def judged_checkpoints(study: Study, names) -> dict[str, int]:
     """How many checkpoints :func:`evaluate_design` judges for each run of ``names``: every iteration on the
     seeds of :func:`early_seeds`, the last on the run's other seeds. Returns run name -> count."""
-    last, early = study.preset.n_iterations, set(early_seeds(study))
-    return {n: sum(last if s in early else 1 for s in run_seeds(study, n)) for n in names}
+    out = {}
+    for name in names:
+        few, rest = _design_seeds(study, name)
+        out[name] = len(few) * study.preset.n_iterations + len(rest)
+    return out
 
 
 def _matrix(df: pd.DataFrame, iteration: int, seeds) -> np.ndarray:
