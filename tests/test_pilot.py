@@ -73,6 +73,7 @@ def test_summarize_is_the_variance_split_in_points():
     assert row.win_rate == pytest.approx(100 * x.mean()) and row.effect == pytest.approx(abs(100 * x.mean() - 50))
     assert (row.gold_control, row.gold_no_transfer) == pytest.approx((0.3, 0.1))
     assert row.seconds_per_seed == 9.0  # the median of the per-seed sums 1, 5, 9, 13, 108: one slowed seed moves nothing
+    assert row.seconds_control == 4.0  # the oracle's runs alone: 0, 2, 4, 6, 8
     # the seeds that detect the control's effect at the (floored) sd, and what they cost
     sd = max(row.sd_between, row.sd_eval)
     assert row.seeds_to_detect == power.seeds_needed(sd, row.effect)
@@ -84,7 +85,8 @@ def test_summarize_is_the_variance_split_in_points():
 
 def _summary(**kw):
     base = {"setting": "a", "win_rate": 50.0, "sd_between": 5.0, "sd_eval": 3.0, "sd_train": 4.0, "n_seeds": 5,
-            "n_prompts": 100, "sd_between_low": 3.0, "sd_between_high": 14.0, "seconds_per_seed": 200.0}
+            "n_prompts": 100, "sd_between_low": 3.0, "sd_between_high": 14.0, "seconds_per_seed": 200.0,
+            "seconds_control": 120.0}
     return {**base, **kw}
 
 
@@ -93,12 +95,16 @@ def test_designs_price_each_setting_and_choose_the_smallest_mde_that_fits():
                             _summary(setting="c", seconds_per_seed=float("nan")),
                             _summary(setting="d", sd_between=0.0, sd_eval=0.0, sd_train=0.0)])
     table = PL.designs(summary, n_prompts=100, samples=2, seconds_fixed=600.0, seconds_per_response=0.05,
-                       seeds_grid=(5, 10), prompts_grid=(200,), samples_grid=(1, 2))
+                       control_seeds=6, secondary_seeds=4, checkpoints_fixed=30, seeds_grid=(5, 10),
+                       prompts_grid=(200,), samples_grid=(1, 2))
     assert set(table.setting) == {"a", "b"}  # c has no timing, d no spread (not a noiseless setting)
     one = table[(table.setting == "a") & (table.n_seeds == 10) & (table.eval_samples == 1)].iloc[0]
-    # 3 runs a seed (TPO, no-transfer, the oracle) at the mean of the pilot's two runs; 3 x 3 checkpoints of 200
-    # responses each (pi_0 is judged once)
-    assert one.minutes == pytest.approx((600 + 10 * (1.5 * 200 + 9 * 200 * 0.05)) / 60)
+    # the primary pair on every seed at the pilot's two runs (200 s) and its 2 last checkpoints judged; fixed:
+    # the oracle on 6 seeds (120 s a run), the two exploit baselines on 4 (each at the mean of the pilot's two
+    # runs, 100 s) and 30 other checkpoints, every checkpoint judged on 200 prompts x 1 sample
+    assert one.minutes == pytest.approx((600 + 6 * 120 + 4 * 2 * 100 + 10 * 200 + (10 * 2 + 30) * 200 * 0.05) / 60)
+    two = table[(table.setting == "a") & (table.n_seeds == 10) & (table.eval_samples == 2)].iloc[0]
+    assert two.minutes - one.minutes == pytest.approx((10 * 2 + 30) * 200 * 0.05 / 60)  # every judgment doubles
     assert one.sd_between == pytest.approx(math.sqrt(16 + 9 * 100 * 2 / 200))
     pick = PL.choose(table, 60.0)
     fits = table[table.minutes <= 60]
@@ -164,3 +170,13 @@ def test_only_settings_whose_sd_intervals_separate_are_distinguishable():
     assert PL.choose(table, 1e9).setting == "quiet"  # the smallest point estimate
     assert PL.choose(table, 1e9, settings=["preset", "close"]).setting == "close"
     assert PL.choose(table, 1e9, settings=["preset"]).setting == "preset"
+
+
+def test_the_default_budget_follows_the_cpu(monkeypatch):
+    """The default run's budgets: an hour where the CPU computes bf16 natively, two hours on AVX2-only cores."""
+    from tpo_core.world import oracle
+
+    assert (PL.default_budget(True), PL.default_budget(False)) == (60.0, 120.0)
+    for native in (True, False):
+        monkeypatch.setattr(oracle, "native_bf16", lambda native=native: native)
+        assert PL.default_budget() == PL.default_budget(native)

@@ -141,9 +141,22 @@ def test_design_table_costs_and_noise():
         assert (np.diff(d.half_width) < 0).all() and (np.diff(d.mde) < 0).all()
         assert np.allclose(np.diff(d.minutes) / np.diff(d.n_seeds), (d.minutes.iloc[1] - d.minutes.iloc[0]) / 5)
     assert t.mde.iloc[0] == pytest.approx(P.mde(np.hypot(5.0, 3.5), 5, n_tests=9))
+    # checkpoints judged whatever the seeds: a cost that grows with the responses judged, not with the seeds
+    f = P.design_table(5.0, 3.5, n_prompts=200, samples=1, seeds_grid=[5, 10], prompts_grid=[200, 800],
+                       samples_grid=[1], seconds_fixed=600, seconds_training_per_seed=300, seconds_per_response=0.02,
+                       checkpoints_per_seed=13, checkpoints_fixed=7, n_tests=9)
+    plain = t[t.eval_samples == 1].reset_index(drop=True)
+    extra = 7 * f.n_test_prompts * 0.02 / 60
+    np.testing.assert_allclose(f.minutes - plain[plain.n_seeds <= 10].minutes.to_numpy(), extra)
+    noise = ["sd_between", "half_width", "mde"]
+    assert (f[noise].to_numpy() == plain[plain.n_seeds <= 10][noise].to_numpy()).all()  # the noise is unchanged
     with pytest.raises(ValueError):
         P.design_table(5.0, 3.5, n_prompts=200, samples=1, seeds_grid=[5], prompts_grid=[200], samples_grid=[1],
                        seconds_fixed=-1, seconds_training_per_seed=1, seconds_per_response=1, checkpoints_per_seed=1)
+    with pytest.raises(ValueError, match="checkpoints_fixed"):
+        P.design_table(5.0, 3.5, n_prompts=200, samples=1, seeds_grid=[5], prompts_grid=[200], samples_grid=[1],
+                       seconds_fixed=0, seconds_training_per_seed=1, seconds_per_response=1, checkpoints_per_seed=1,
+                       checkpoints_fixed=-1)
 
 
 def test_variance_split_of_crossed_prompts_counts_the_shared_prompt_effect_apart():

@@ -110,3 +110,5 @@ def test_judged_checkpoints_follow_the_design(monkeypatch):
     monkeypatch.setattr(table1, "_matrix", spy)
     declared_table(study, evals, n_boot=10)
     assert {n: len(c) for n, c in read.items()} == judged_checkpoints(study, names)
+    # what does not grow with the primary pair's seeds: all 65 but its 2 x 6 last checkpoints, and pi_0
+    assert table1.fixed_checkpoints(study) == 65 - 12 + 1

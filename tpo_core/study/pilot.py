@@ -19,9 +19,10 @@ training noise and also little effect to find.
 5. **Effect per minute**: :func:`summarize` gives each setting's control effect ``|win rate − 50|``, the seeds
    a t-test needs to detect it with 80% power, and the minutes those seeds cost (``minutes_to_detect``);
    :func:`pick_by_effect` takes the setting that needs the fewest.
-6. **Design**: for every setting, :func:`tpo_core.study.power.design_table` prices (seeds, test prompts, samples per
-   prompt) of the study's primary contrast with that setting's noise and timings; :func:`choose` picks the design
-   with the smallest MDE within the budget.
+6. **Design**: for every setting, :func:`designs` prices (seeds, test prompts, samples per prompt) of the study's
+   primary contrast, laid out as the default run is (the control and the exploit baselines on their own seeds),
+   with that setting's noise and timings; :func:`choose` picks the design with the smallest MDE within the budget
+   (:func:`default_budget`: the default run's on this CPU).
 
 A between-seed sd from 5 seeds is itself uncertain by a factor of about two (:func:`sd_interval`), so a
 setting replaces the preset's training only where the pilot tells their sds apart (:func:`distinguishable`);
@@ -52,7 +53,7 @@ from tpo_core.study.judging import eval_key, gold_on_prompts
 from tpo_core.study.tuning import TUNING_SEEDS
 
 __all__ = ["PILOT_SEEDS", "METHODS", "CONTROLLED", "on_held_out", "final_gold_matrix", "pilot",
-           "summarize", "sd_interval", "designs", "distinguishable", "choose", "pick_by_effect"]
+           "summarize", "sd_interval", "designs", "distinguishable", "choose", "pick_by_effect", "default_budget"]
 
 #: The seeds of the pilot runs; no preset reports them, and they are not the tuning seeds (tested).
 PILOT_SEEDS = (9101, 9102, 9103, 9104, 9105)
@@ -166,7 +167,8 @@ def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
     points), ``sd_between, sd_eval, sd_train, sd_prompt`` (points; :func:`tpo_core.study.power.variance_split`) with the
     chi-square interval of ``sd_between`` (``sd_between_low, sd_between_high``), ``n_seeds, n_prompts``,
     ``seconds_per_seed``: the two runs' seconds per seed, median over seeds (other work on the machine only ever
-    slows a run down; NaN when a run has no timing on record), ``gold_control, gold_no_transfer``: each method's
+    slows a run down; NaN when a run has no timing on record), ``seconds_control``: the oracle's run alone, median
+    over seeds, ``gold_control, gold_no_transfer``: each method's
     mean final r*, ``seeds_to_detect``: the seeds a two-sided 5% t-test needs to detect ``effect`` with 80% power
     at that sd (its sd never below the evaluation noise), and ``minutes_to_detect``: what those seeds cost (NaN
     where the effect or the noise is zero, or the timing is missing)."""
@@ -175,13 +177,16 @@ def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
         split = {k: (v * 100 if k.startswith("sd_") else v) for k, v in power.variance_split(x).items()
                  if not k.startswith("ms_")}
         lo, hi = sd_interval(split["sd_between"], split["n_seeds"])
-        secs = runs[runs.setting == label].groupby("seed").seconds.sum(min_count=len(METHODS)).median(skipna=False)
+        mine = runs[runs.setting == label]
+        secs = mine.groupby("seed").seconds.sum(min_count=len(METHODS)).median(skipna=False)
+        secs_control = mine[mine.method == CONTROL].seconds.median(skipna=False)
         gold = runs[runs.setting == label].groupby("method").final_gold.mean()
         effect = abs(100 * float(x.mean()) - 50)
         sd = max(split["sd_between"], split["sd_eval"])
         n = power.seeds_needed(sd, effect) if effect > 0 and sd > 0 else float("nan")
         out.append({"setting": label, "win_rate": 100 * float(x.mean()), "effect": effect, **split,
                     "sd_between_low": lo, "sd_between_high": hi, "seconds_per_seed": float(secs),
+                    "seconds_control": float(secs_control),
                     "gold_control": float(gold.get(CONTROL, np.nan)),
                     "gold_no_transfer": float(gold.get("no-transfer", np.nan)), "seeds_to_detect": n,
                     "minutes_to_detect": n * float(secs) / 60})
@@ -196,25 +201,33 @@ def pick_by_effect(summary: pd.DataFrame) -> pd.Series | None:
 
 
 def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixed: float,
-            seconds_per_response: float, methods_per_seed: int = 3, n_iterations: int = 3, n_tests: int = 1,
-            seeds_grid=(5, 10, 15, 20, 30), prompts_grid=(200, 400, 800), samples_grid=(1, 2, 4)) -> pd.DataFrame:
-    """:func:`tpo_core.study.power.design_table` for every setting of ``summary`` (:func:`summarize`): that setting's
-    noise split (measured on ``n_prompts`` prompts × ``samples`` responses), training at
-    ``methods_per_seed / 2 × seconds_per_seed`` a seed (the runs on every seed, TPO, no-transfer and the
-    oracle, each costing the mean of the pilot's two runs), ``methods_per_seed × n_iterations`` checkpoints
-    judged a seed (π_0 is judged once), and the MDE at level 5% / ``n_tests`` (1: the primary contrast).
-    One row per setting and design. A setting
-    without timings, or whose outcomes did not vary at all (``sd_between`` 0: no measured noise, not a
-    noiseless one), is left out."""
+            seconds_per_response: float, control_seeds: int = 0, secondary_seeds: int = 0, checkpoints_fixed: int = 0,
+            n_tests: int = 1, seeds_grid=(10, 15, 20, 30, 40, 60), prompts_grid=(200, 400, 800),
+            samples_grid=(1, 2, 4)) -> pd.DataFrame:
+    """:func:`tpo_core.study.power.design_table` for every setting of ``summary`` (:func:`summarize`), priced as
+    the default run is laid out (:func:`tpo_core.world.presets.seeds_of`): the primary pair, TPO and no-transfer, on
+    every seed, at ``seconds_per_seed`` a seed (TPO is not in the pilot: it transfers like the oracle and learns
+    online like no-transfer, so the pair is priced as the pilot's two runs), their last checkpoints judged; the
+    oracle on ``control_seeds`` seeds (``seconds_control`` a run) and the two exploit baselines on
+    ``secondary_seeds`` (each at the mean of the pilot's two runs) a fixed cost, as are the ``checkpoints_fixed``
+    other checkpoints judged (:func:`tpo_core.study.table1.fixed_checkpoints`) at each design's prompts and samples.
+    The noise is the setting's split (measured on ``n_prompts`` prompts × ``samples`` responses); the MDE is at
+    level 5% / ``n_tests`` (1: the primary contrast). One row per setting and design. A setting without timings,
+    or whose outcomes did not vary at all (``sd_between`` 0: no measured noise, not a noiseless one), is left
+    out."""
     frames = []
     for r in summary.itertuples():
         if not math.isfinite(r.seconds_per_seed) or not r.sd_between > 0:
             continue
+        fixed_training = control_seeds * r.seconds_control + secondary_seeds * r.seconds_per_seed  # 2 runs x mean
+        if not math.isfinite(fixed_training):
+            continue
         d = power.design_table(r.sd_train, r.sd_eval, n_prompts=n_prompts, samples=samples, seeds_grid=seeds_grid,
-                               prompts_grid=prompts_grid, samples_grid=samples_grid, seconds_fixed=seconds_fixed,
-                               seconds_training_per_seed=methods_per_seed / len(METHODS) * r.seconds_per_seed,
-                               seconds_per_response=seconds_per_response,
-                               checkpoints_per_seed=methods_per_seed * n_iterations, n_tests=n_tests)
+                               prompts_grid=prompts_grid, samples_grid=samples_grid,
+                               seconds_fixed=seconds_fixed + fixed_training,
+                               seconds_training_per_seed=r.seconds_per_seed, seconds_per_response=seconds_per_response,
+                               checkpoints_per_seed=len(METHODS), checkpoints_fixed=int(checkpoints_fixed),
+                               n_tests=n_tests)
         frames.append(d.assign(setting=r.setting))
     if not frames:
         raise ValueError("no setting has both timings and a non-zero spread: rerun its runs (a run resumed "
@@ -232,6 +245,14 @@ def distinguishable(summary: pd.DataFrame, baseline: str = "preset") -> list[str
     b = rows.loc[baseline]
     return [k for k, r in rows.iterrows() if k != baseline and r.sd_between > 0
             and (r.sd_between_high < b.sd_between_low or r.sd_between_low > b.sd_between_high)]
+
+
+def default_budget(bf16: bool | None = None) -> float:
+    """The default run's time budget in minutes on a CPU that computes bf16 natively (``bf16``; ``None``: this
+    one, :func:`tpo_core.world.oracle.native_bf16`): 60, and 120 on cores without it (AVX2 only)."""
+    from tpo_core.world.oracle import native_bf16
+
+    return 60.0 if (native_bf16() if bf16 is None else bf16) else 120.0
 
 
 def choose(table: pd.DataFrame, budget_minutes: float, settings=None) -> pd.Series | None:

@@ -202,17 +202,18 @@ def half_width(sd: float, n_seeds: int, confidence: float = 0.95) -> float:
 
 def design_table(sd_train: float, sd_eval: float, *, n_prompts: int, samples: int, seeds_grid, prompts_grid,
                  samples_grid, seconds_fixed: float, seconds_training_per_seed: float, seconds_per_response: float,
-                 checkpoints_per_seed: int, n_tests: int = 1, alpha: float = 0.05, power: float = 0.8,
-                 confidence: float = 0.95):
+                 checkpoints_per_seed: int, checkpoints_fixed: int = 0, n_tests: int = 1, alpha: float = 0.05,
+                 power: float = 0.8, confidence: float = 0.95):
     """What each evaluation design would cost and detect, from one measured design.
 
     ``sd_train``, ``sd_eval``: the noise components measured with ``n_prompts`` test prompts and ``samples``
     responses per prompt (:func:`variance_split`). For every ``(seeds, test prompts, samples)`` of the grids,
     the between-seed sd is :func:`projected_sd` (training unchanged), and the cost is
-    ``seconds_fixed + seeds · (seconds_training_per_seed + checkpoints_per_seed · prompts · samples ·
-    seconds_per_response)``: training and collection grow with the seeds, evaluation with the seeds and the
-    responses judged. Returns a DataFrame, one row per design: ``n_seeds, n_test_prompts, eval_samples,
-    minutes, sd_between, half_width`` (the 95% t half-width, :func:`half_width`) and ``mde``
+    ``seconds_fixed + seeds · seconds_training_per_seed + (seeds · checkpoints_per_seed + checkpoints_fixed) ·
+    prompts · samples · seconds_per_response``: training and collection grow with the seeds; evaluation with the
+    responses judged on every checkpoint, those that do not grow with the seeds (``checkpoints_fixed``) included.
+    Returns a DataFrame, one row per design: ``n_seeds, n_test_prompts, eval_samples, minutes, sd_between,
+    half_width`` (the 95% t half-width, :func:`half_width`) and ``mde``
     (:func:`mde` at ``alpha / n_tests``), all in the units of the sds."""
     import pandas as pd
 
@@ -222,14 +223,16 @@ def design_table(sd_train: float, sd_eval: float, *, n_prompts: int, samples: in
             raise ValueError(f"{name} must be finite and >= 0, got {v}")
     if isinstance(checkpoints_per_seed, bool) or not isinstance(checkpoints_per_seed, int) or checkpoints_per_seed < 1:
         raise ValueError(f"checkpoints_per_seed must be a positive integer, got {checkpoints_per_seed!r}")
+    if isinstance(checkpoints_fixed, bool) or not isinstance(checkpoints_fixed, int) or checkpoints_fixed < 0:
+        raise ValueError(f"checkpoints_fixed must be a non-negative integer, got {checkpoints_fixed!r}")
     rows = []
     for n_seeds in seeds_grid:
         for n_test in prompts_grid:
             for m in samples_grid:
                 sd = projected_sd(sd_train, sd_eval, n_prompts=n_prompts, new_n_prompts=int(n_test), samples=samples,
                                   new_samples=int(m))
-                seconds = seconds_fixed + n_seeds * (seconds_training_per_seed
-                                                     + checkpoints_per_seed * n_test * m * seconds_per_response)
+                judged = (n_seeds * checkpoints_per_seed + checkpoints_fixed) * n_test * m
+                seconds = seconds_fixed + n_seeds * seconds_training_per_seed + judged * seconds_per_response
                 rows.append({"n_seeds": int(n_seeds), "n_test_prompts": int(n_test), "eval_samples": int(m),
                              "minutes": seconds / 60, "sd_between": sd,
                              "half_width": half_width(sd, int(n_seeds), confidence),

@@ -22,7 +22,8 @@ from tpo_core.world.presets import seeds_of
 from tpo_core.study.runs import check_run, run_dir, run_key, run_seeds
 
 __all__ = ["PRIMARY", "ROLES", "eval_path", "write_table1", "price_primary", "evaluate_pi0", "evaluate_run",
-           "early_seeds", "evaluate_design", "judged_checkpoints", "table1", "declared_table", "win_rates_vs_pi0"]
+           "early_seeds", "evaluate_design", "judged_checkpoints", "fixed_checkpoints", "table1", "declared_table",
+           "win_rates_vs_pi0"]
 
 #: The primary contrast, declared before any data: TPO against no-transfer at the last iteration, one two-sided
 #: t-test at 5% across the seeds (no multiplicity correction: it is the only primary test).
@@ -169,6 +170,13 @@ def judged_checkpoints(study: Study, names) -> dict[str, int]:
     return out
 
 
+def fixed_checkpoints(study: Study) -> int:
+    """The checkpoints a run judges whatever the number of seeds of the primary pair: every checkpoint of
+    :func:`judged_checkpoints` (the control's, the exploit baselines' and the early iterations' included) but the
+    primary pair's last ones, which grow with its seeds, and π₀, judged once."""
+    return sum(judged_checkpoints(study, [*METHODS, CONTROL]).values()) - len(PRIMARY) * len(study.preset.seeds) + 1
+
+
 def _matrix(df: pd.DataFrame, iteration: int, seeds) -> np.ndarray:
     """Gold rewards of one iteration as (n_seeds, n_prompts, n_samples), seeds in ``seeds`` order."""
     sub = df[df.iteration == iteration]
@@ -242,9 +250,9 @@ def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_
     The cost of a seed is the measured training of one seed of TPO and no-transfer (each run keeps its seconds,
     :func:`tpo_core.study.runs.run_seconds`) plus judging their last checkpoints, one judged response timed here
     on 64 test prompts; the rest of the run is a fixed cost (the theory and source chapters' manifests where
-    ``results_dir`` has them, the control's and the exploit baselines' training, and every other checkpoint that
-    :func:`evaluate_design` judges, :func:`judged_checkpoints`, with π₀). The noise is the primary
-    row's (``sd_train``, ``sd_eval``). Returns :func:`tpo_core.study.power.design_table` (empty when a timing is
+    ``results_dir`` has them, and the control's and the exploit baselines' training); every other checkpoint that
+    :func:`evaluate_design` judges (:func:`fixed_checkpoints`) is judged at each design's prompts and samples.
+    The noise is the primary row's (``sd_train``, ``sd_eval``). Returns :func:`tpo_core.study.power.design_table` (empty when a timing is
     missing) and the sentences the chapter glues: ``reach`` (the cheapest design whose half-width is at most
     ``target_half_width``), ``line`` (the ``--set`` line of the seeds alone that reach it), ``unpriced``,
     ``seconds_per_seed`` and ``seeds_2pt`` (seeds to detect 2 points with 80% power)."""
@@ -261,12 +269,9 @@ def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_
     per_response = (time.perf_counter() - t0) / len(probe)
     training = sum(run_seconds(study, n, s) for n in runs for s in p.seeds) / len(p.seeds)
     control = list(seeds_of(p, CONTROL))
-    # every judged checkpoint but the primary pair's last ones (a per-seed cost), and π₀ judged once
-    judged = sum(judged_checkpoints(study, [*METHODS, CONTROL]).values()) - len(runs) * len(p.seeds) + 1
     secondary = (sum(run_seconds(study, n, s) for n in ("exploit-worst", "exploit-best")
                      for s in run_seeds(study, "exploit-best"))
-                 + sum(run_seconds(study, CONTROL, s) for s in control)
-                 + judged * len(study.test) * p.eval_samples * per_response)
+                 + sum(run_seconds(study, CONTROL, s) for s in control))
     fixed = {n: notebook_seconds(results_dir, n) for n in ("00_theory", "05_theory_tpo", "01_source_rms")}
     unpriced = [n for n, v in fixed.items() if not np.isfinite(v)]
     texts = {"unpriced": f" (without {', '.join(unpriced)}: no timing on record)" if unpriced else " (every part timed)",
@@ -281,7 +286,8 @@ def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_
                                  prompts_grid=[200, 400, 800], samples_grid=[1, 2, 4],
                                  seconds_fixed=sum(v for v in fixed.values() if np.isfinite(v)) + secondary,
                                  seconds_training_per_seed=training, seconds_per_response=per_response,
-                                 checkpoints_per_seed=len(runs), n_tests=1)
+                                 checkpoints_per_seed=len(runs), checkpoints_fixed=fixed_checkpoints(study),
+                                 n_tests=1)
     reach = designs[designs.half_width <= target_half_width].sort_values("minutes")
     if reach.empty:
         texts["reach"] = "no design in the grid"
