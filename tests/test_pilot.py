@@ -64,13 +64,15 @@ def test_sd_interval_is_the_chi_square_interval():
 def test_summarize_is_the_variance_split_in_points():
     rng = np.random.default_rng(1)
     x = rng.integers(0, 3, size=(5, 40)) / 2
+    x = x if x.mean() > 0.5 else 1 - x  # a control that gains (1 - x: the same outcomes seen from no-transfer)
     runs = pd.DataFrame({"setting": "a", "method": ["exploit-oracle", "no-transfer"] * 5, "seed": np.repeat(np.arange(5), 2),
                          "seconds": [0.0, 1, 2, 3, 4, 5, 6, 7, 8, 100], "final_gold": np.tile([0.3, 0.1], 5)})
     row = PL.summarize(runs, {"a": x}).iloc[0]
     split = power.variance_split(x)
     for k in ("sd_between", "sd_eval", "sd_train"):
         assert row[k] == pytest.approx(100 * split[k])
-    assert row.win_rate == pytest.approx(100 * x.mean()) and row.effect == pytest.approx(abs(100 * x.mean() - 50))
+    assert row.win_rate == pytest.approx(100 * x.mean()) and row.effect == pytest.approx(100 * x.mean() - 50)
+    assert row.effect > 0
     assert (row.gold_control, row.gold_no_transfer) == pytest.approx((0.3, 0.1))
     assert row.seconds_per_seed == 9.0  # the median of the per-seed sums 1, 5, 9, 13, 108: one slowed seed moves nothing
     assert row.seconds_control == 4.0  # the oracle's runs alone: 0, 2, 4, 6, 8
@@ -79,6 +81,12 @@ def test_summarize_is_the_variance_split_in_points():
     assert row.seeds_to_detect == power.seeds_needed(sd, row.effect)
     assert power.mde(sd, int(row.seeds_to_detect)) <= row.effect < power.mde(sd, int(row.seeds_to_detect) - 1)
     assert row.minutes_to_detect == pytest.approx(row.seeds_to_detect * 9.0 / 60)
+    # an oracle that hurts is no positive control: its effect is negative and shows nothing to detect
+    both = PL.summarize(pd.concat([runs.assign(setting="hurt"), runs]), {"hurt": 1 - x, "a": x})
+    hurt = both.iloc[0]
+    assert hurt.effect == pytest.approx(-row.effect) and hurt.sd_between == pytest.approx(row.sd_between)
+    assert math.isnan(hurt.seeds_to_detect) and math.isnan(hurt.minutes_to_detect)
+    assert PL.pick_by_effect(both).setting == "a"
     nan = PL.summarize(runs.assign(seconds=np.where(runs.index == 3, np.nan, runs.seconds)), {"a": x}).iloc[0]
     assert math.isnan(nan.seconds_per_seed)  # a seed without a timing leaves the setting unpriced
 

@@ -16,7 +16,8 @@ training noise and also little effect to find.
    stream :func:`tpo_core.plumbing.streams.pilot_seed` (common random numbers between the two methods); the oracle-vs-no-transfer outcomes
    (:func:`tpo_core.study.evaluation.pairwise_outcomes`), shape ``(n_seeds, n_prompts)``, give the cell's
    between-seed sd and its split into evaluation and training noise (:func:`tpo_core.study.power.variance_split`).
-5. **Effect per minute**: :func:`summarize` gives each setting's control effect ``|win rate − 50|``, the seeds
+5. **Effect per minute**: :func:`summarize` gives each setting's control effect ``win rate − 50`` (a positive
+   control: only a gain counts as one, since an oracle that hurts shows nothing transfer could gain), the seeds
    a t-test needs to detect it with 80% power, and the minutes those seeds cost (``minutes_to_detect``);
    :func:`pick_by_effect` takes the setting that needs the fewest.
 6. **Design**: for every setting, :func:`designs` prices (seeds, test prompts, samples per prompt) of the study's
@@ -163,15 +164,15 @@ def sd_interval(sd: float, n_seeds: int, confidence: float = 0.95) -> tuple[floa
 
 
 def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
-    """One row per setting: ``win_rate`` (exploit-oracle vs no-transfer, %) and ``effect`` (its distance from 50,
+    """One row per setting: ``win_rate`` (exploit-oracle vs no-transfer, %) and ``effect`` (``win_rate − 50``,
     points), ``sd_between, sd_eval, sd_train, sd_prompt`` (points; :func:`tpo_core.study.power.variance_split`) with the
     chi-square interval of ``sd_between`` (``sd_between_low, sd_between_high``), ``n_seeds, n_prompts``,
     ``seconds_per_seed``: the two runs' seconds per seed, median over seeds (other work on the machine only ever
     slows a run down; NaN when a run has no timing on record), ``seconds_control``: the oracle's run alone, median
-    over seeds, ``gold_control, gold_no_transfer``: each method's
-    mean final r*, ``seeds_to_detect``: the seeds a two-sided 5% t-test needs to detect ``effect`` with 80% power
-    at that sd (its sd never below the evaluation noise), and ``minutes_to_detect``: what those seeds cost (NaN
-    where the effect or the noise is zero, or the timing is missing)."""
+    over seeds, ``gold_control, gold_no_transfer``: each method's mean final r*, ``seeds_to_detect``: the seeds a
+    two-sided 5% t-test needs to detect a positive ``effect`` with 80% power at that sd (its sd never below the
+    evaluation noise), and ``minutes_to_detect``: what those seeds cost (NaN where the effect is not a gain, the
+    noise is zero, or the timing is missing)."""
     out = []
     for label, x in outcomes.items():
         split = {k: (v * 100 if k.startswith("sd_") else v) for k, v in power.variance_split(x).items()
@@ -181,7 +182,7 @@ def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
         secs = mine.groupby("seed").seconds.sum(min_count=len(METHODS)).median(skipna=False)
         secs_control = mine[mine.method == CONTROL].seconds.median(skipna=False)
         gold = runs[runs.setting == label].groupby("method").final_gold.mean()
-        effect = abs(100 * float(x.mean()) - 50)
+        effect = 100 * float(x.mean()) - 50
         sd = max(split["sd_between"], split["sd_eval"])
         n = power.seeds_needed(sd, effect) if effect > 0 and sd > 0 else float("nan")
         out.append({"setting": label, "win_rate": 100 * float(x.mean()), "effect": effect, **split,
