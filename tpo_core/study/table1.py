@@ -249,7 +249,7 @@ def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_
 
     The cost of a seed is the measured training of one seed of TPO and no-transfer (each run keeps its seconds,
     :func:`tpo_core.study.runs.run_seconds`) plus judging their last checkpoints, one judged response timed here
-    on 64 test prompts; the rest of the run is a fixed cost (the theory and source chapters' manifests where
+    on π₀ judged as a checkpoint is (every test prompt, ``eval_samples`` each); the rest of the run is a fixed cost (the theory and source chapters' manifests where
     ``results_dir`` has them, and the control's and the exploit baselines' training); every other checkpoint that
     :func:`evaluate_design` judges (:func:`fixed_checkpoints`) is judged at each design's prompts and samples.
     The noise is the primary row's (``sd_train``, ``sd_eval``). Returns :func:`tpo_core.study.power.design_table` (empty when a timing is
@@ -263,10 +263,12 @@ def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_
     import time
 
     p, runs = study.preset, list(PRIMARY)
-    probe, policy = study.test.iloc[:64], study.new_pi0()  # loading the policy is not timed
+    # one checkpoint judged as the evaluation judges it (every test prompt, eval_samples each): a response costs
+    # less in the evaluation's larger batches than in a small probe; loading the policy is not timed
+    policy = study.new_pi0()
     t0 = time.perf_counter()
-    gold_on_prompts(study, policy, 0, probe, n_samples=1)
-    per_response = (time.perf_counter() - t0) / len(probe)
+    gold_on_prompts(study, policy, 0)
+    per_response = (time.perf_counter() - t0) / (len(study.test) * p.eval_samples)
     training = sum(run_seconds(study, n, s) for n in runs for s in p.seeds) / len(p.seeds)
     control = list(seeds_of(p, CONTROL))
     secondary = (sum(run_seconds(study, n, s) for n in ("exploit-worst", "exploit-best")
