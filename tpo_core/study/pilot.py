@@ -181,7 +181,7 @@ def summarize(runs: pd.DataFrame, outcomes: dict) -> pd.DataFrame:
         mine = runs[runs.setting == label]
         secs = mine.groupby("seed").seconds.sum(min_count=len(METHODS)).median(skipna=False)
         secs_control = mine[mine.method == CONTROL].seconds.median(skipna=False)
-        gold = runs[runs.setting == label].groupby("method").final_gold.mean()
+        gold = mine.groupby("method").final_gold.mean()
         effect = 100 * float(x.mean()) - 50
         sd = max(split["sd_between"], split["sd_eval"])
         n = power.seeds_needed(sd, effect) if effect > 0 and sd > 0 else float("nan")
@@ -221,8 +221,6 @@ def designs(summary: pd.DataFrame, *, n_prompts: int, samples: int, seconds_fixe
         if not math.isfinite(r.seconds_per_seed) or not r.sd_between > 0:
             continue
         fixed_training = control_seeds * r.seconds_control + secondary_seeds * r.seconds_per_seed  # 2 runs x mean
-        if not math.isfinite(fixed_training):
-            continue
         d = power.design_table(r.sd_train, r.sd_eval, n_prompts=n_prompts, samples=samples, seeds_grid=seeds_grid,
                                prompts_grid=prompts_grid, samples_grid=samples_grid,
                                seconds_fixed=seconds_fixed + fixed_training,

@@ -47,7 +47,7 @@ from tpo_core.study.runs import (RUNS, Run, check_run, choose_worst_best, first_
                            training_logs)
 from tpo_core.study.source_measurement import measure_sources, pi0_quality
 from tpo_core.study.judging import eval_key, eval_settings_key, gold_on_prompts, gold_on_test
-from tpo_core.study.table1 import (PRIMARY, declared_table, early_seeds, eval_path, evaluate_design, fixed_checkpoints, price_primary, write_table1, evaluate_pi0, evaluate_run, table1,
+from tpo_core.study.table1 import (PRIMARY, declared_table, early_seeds, eval_path, evaluate_design, fixed_checkpoints, price_primary, seconds_per_response, upstream_seconds, write_table1, evaluate_pi0, evaluate_run, table1,
                              win_rates_vs_pi0)
 
 __all__ = ["CONTROL", "PRIMARY", "RUNS", "Run", "Study", "load_study", "build_sources", "build_gold", "check_seeds", "batching_identity",
@@ -55,4 +55,5 @@ __all__ = ["CONTROL", "PRIMARY", "RUNS", "Run", "Study", "load_study", "build_so
            "run_all", "check_run", "run_seconds", "first_online", "first_online_identity", "training_logs", "records", "pairs",
            "gold_on_test", "gold_on_prompts", "eval_key", "evaluate_pi0", "evaluate_run", "table1", "declared_table",
            "evaluate_design", "early_seeds", "win_rates_vs_pi0", "run_seeds", "write_csv", "run_dir", "run_key",
-           "first_online_dir", "eval_path", "eval_settings_key", "write_table1", "price_primary", "fixed_checkpoints"]
+           "first_online_dir", "eval_path", "eval_settings_key", "write_table1", "price_primary", "fixed_checkpoints",
+           "seconds_per_response", "upstream_seconds"]

@@ -22,8 +22,8 @@ from tpo_core.world.presets import seeds_of
 from tpo_core.study.runs import check_run, run_dir, run_key, run_seeds
 
 __all__ = ["PRIMARY", "ROLES", "eval_path", "write_table1", "price_primary", "evaluate_pi0", "evaluate_run",
-           "early_seeds", "evaluate_design", "judged_checkpoints", "fixed_checkpoints", "table1", "declared_table",
-           "win_rates_vs_pi0"]
+           "early_seeds", "evaluate_design", "judged_checkpoints", "fixed_checkpoints", "seconds_per_response",
+           "upstream_seconds", "table1", "declared_table", "win_rates_vs_pi0"]
 
 #: The primary contrast, declared before any data: TPO against no-transfer at the last iteration, one two-sided
 #: t-test at 5% across the seeds (no multiplicity correction: it is the only primary test).
@@ -244,37 +244,51 @@ def write_table1(study: Study, evals: dict[str, pd.DataFrame], *, rng: np.random
     return table
 
 
+def seconds_per_response(study: Study, prompts: pd.DataFrame | None = None, n_samples: int | None = None) -> float:
+    """Seconds to judge one response (a sample from π₀ and the human's score), timed on π₀ judged as a checkpoint
+    is: on ``prompts`` (default: the test prompts), ``n_samples`` each (default: the preset's ``eval_samples``).
+    A response costs less in larger batches, so a smaller probe would overprice the evaluation; loading the
+    policy is not timed."""
+    import time
+
+    prompts = study.test if prompts is None else prompts
+    n_samples = study.preset.eval_samples if n_samples is None else int(n_samples)
+    policy = study.new_pi0()
+    t0 = time.perf_counter()
+    gold_on_prompts(study, policy, 0, prompts, n_samples=n_samples)
+    return (time.perf_counter() - t0) / (len(prompts) * n_samples)
+
+
+def upstream_seconds(results_dir) -> dict[str, float]:
+    """Seconds each chapter that every design runs once took in ``results_dir`` (the theory chapters and notebook
+    01, from their manifests; NaN where none is on record): notebook name -> seconds."""
+    from tpo_core.study.report import notebook_seconds
+
+    return {n: notebook_seconds(results_dir, n) for n in ("00_theory", "05_theory_tpo", "01_source_rms")}
+
+
 def price_primary(study: Study, primary: pd.Series, *, results_dir, target_half_width: float = 2.5) -> tuple[pd.DataFrame, dict[str, str]]:
     """What other designs of the primary contrast would cost and resolve on this machine (notebook 04).
 
     The cost of a seed is the measured training of one seed of TPO and no-transfer (each run keeps its seconds,
-    :func:`tpo_core.study.runs.run_seconds`) plus judging their last checkpoints, one judged response timed here
-    on π₀ judged as a checkpoint is (every test prompt, ``eval_samples`` each); the rest of the run is a fixed cost (the theory and source chapters' manifests where
-    ``results_dir`` has them, and the control's and the exploit baselines' training); every other checkpoint that
-    :func:`evaluate_design` judges (:func:`fixed_checkpoints`) is judged at each design's prompts and samples.
-    The noise is the primary row's (``sd_train``, ``sd_eval``). Returns :func:`tpo_core.study.power.design_table` (empty when a timing is
-    missing) and the sentences the chapter glues: ``reach`` (the cheapest design whose half-width is at most
+    :func:`tpo_core.study.runs.run_seconds`) plus judging their last checkpoints (:func:`seconds_per_response`);
+    the rest of the run is a fixed cost (:func:`upstream_seconds`, and the control's and the exploit baselines'
+    training); every other checkpoint that :func:`evaluate_design` judges (:func:`fixed_checkpoints`) is judged at
+    each design's prompts and samples. The noise is the primary row's (``sd_train``, ``sd_eval``). Returns
+    :func:`tpo_core.study.power.design_table` (empty when a timing is missing) and the sentences the chapter glues: ``reach`` (the cheapest design whose half-width is at most
     ``target_half_width``), ``line`` (the ``--set`` line of the seeds alone that reach it), ``unpriced``,
     ``seconds_per_seed`` and ``seeds_2pt`` (seeds to detect 2 points with 80% power)."""
     from tpo_core.study import power
-    from tpo_core.study.report import notebook_seconds
     from tpo_core.study.runs import run_seconds
 
-    import time
-
     p, runs = study.preset, list(PRIMARY)
-    # one checkpoint judged as the evaluation judges it (every test prompt, eval_samples each): a response costs
-    # less in the evaluation's larger batches than in a small probe; loading the policy is not timed
-    policy = study.new_pi0()
-    t0 = time.perf_counter()
-    gold_on_prompts(study, policy, 0)
-    per_response = (time.perf_counter() - t0) / (len(study.test) * p.eval_samples)
+    per_response = seconds_per_response(study)
     training = sum(run_seconds(study, n, s) for n in runs for s in p.seeds) / len(p.seeds)
     control = list(seeds_of(p, CONTROL))
     secondary = (sum(run_seconds(study, n, s) for n in ("exploit-worst", "exploit-best")
                      for s in run_seeds(study, "exploit-best"))
                  + sum(run_seconds(study, CONTROL, s) for s in control))
-    fixed = {n: notebook_seconds(results_dir, n) for n in ("00_theory", "05_theory_tpo", "01_source_rms")}
+    fixed = upstream_seconds(results_dir)
     unpriced = [n for n, v in fixed.items() if not np.isfinite(v)]
     texts = {"unpriced": f" (without {', '.join(unpriced)}: no timing on record)" if unpriced else " (every part timed)",
              "seconds_per_seed": f"{training:.0f}",
